@@ -1,0 +1,107 @@
+"""The ``charter`` command line: ``charter <command> key=value ...``.
+
+Every command but ``validate`` is a Hydra app, so Hydra's options work as Hydra users expect
+(``hydra.run.dir=...``, ``-m`` sweeps, ``--cfg job``). A user's mistake ends with one line naming
+the file, row and field, and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.markup import escape
+
+from charter.building import register_resolvers
+from charter.errors import InputError
+from charter.progress import console
+
+USAGE = """\
+usage: charter <command> [key=value ...] [hydra options]
+
+commands:
+  run          generate -> judge -> pairs -> publish, in a new run directory
+               (default: the CPU quickstart; e.g. `charter run experiment=smoke`)
+  generate     sample candidates for an existing run:  charter generate run_dir=DIR
+  judge        judge the candidates of a run:          charter judge run_dir=DIR
+  pairs        select pairs and publish the dataset:   charter pairs run_dir=DIR
+  validate     check constitution files:               charter validate FILE [FILE ...]
+  eval-judge   agreement of a judge with human labels: charter eval-judge data=FILE
+
+Configs live in charter/conf; see the composed config with `charter run --cfg job`.
+Switch a backend with e.g. `engine@judge.engine=fake`, a constitution with
+`constitution=helpful`, and sweep with `charter run -m constitution=harmless,helpful`.
+"""
+
+STAGE_COMMANDS = ("generate", "judge", "pairs")
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def with_run_overrides(args: list[str]) -> list[str]:
+    """Recompose a stage command on top of the overrides its run was made with.
+
+    ``charter judge run_dir=DIR judge.combine=probability`` judges DIR's candidates with DIR's
+    own config plus the new override; later overrides of a key replace earlier ones.
+    """
+    run_dir = next((a.split("=", 1)[1] for a in args if _override_key(a) == "run_dir"), None)
+    if run_dir is None:
+        return args
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    saved = yaml.safe_load(path.read_text()) if path.exists() else []
+    new_keys = {_override_key(a) for a in args if "=" in a}
+    kept = [o for o in saved or [] if _override_key(o) not in new_keys | {"hydra.run.dir"}]
+    return [*kept, *args, f"hydra.run.dir={run_dir}"]
+
+
+def _hydra_app(config_name: str, task: Callable[[DictConfig, Path], None]) -> Callable[[], None]:
+    @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
+    def app(cfg: DictConfig) -> None:
+        try:
+            task(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except InputError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise SystemExit(2) from None
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``charter`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    command, rest = args[0], args[1:]
+    if command == "validate":
+        from charter.commands import validate
+
+        raise SystemExit(validate(rest))
+    from charter import commands
+
+    tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
+        "run": ("run", commands.run_all),
+        "generate": ("run", commands.run_generate),
+        "judge": ("run", commands.run_judge),
+        "pairs": ("run", commands.run_pairs),
+        "eval-judge": ("eval_judge", commands.eval_judge),
+    }
+    if command not in tasks:
+        print(f"charter: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+        raise SystemExit(2)
+    if command in STAGE_COMMANDS and not any(_override_key(a) == "run_dir" for a in rest):
+        print(f"charter {command}: needs an existing run: add run_dir=outputs/...", file=sys.stderr)
+        raise SystemExit(2)
+    if command in STAGE_COMMANDS or command == "run":
+        rest = with_run_overrides(rest)
+    register_resolvers()
+    config_name, task = tasks[command]
+    sys.argv = [f"charter {command}", *rest]
+    _hydra_app(config_name, task)()

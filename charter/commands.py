@@ -1,0 +1,278 @@
+"""What each CLI command does, given its composed config and run directory.
+
+This is the only module that reads configs: it turns them into objects (via
+:mod:`charter.building`), calls the stages, and writes the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from charter import run_files
+from charter.building import EngineCache, build, resolve_path
+from charter.constitution import format_problems, load_constitution, validate_constitution
+from charter.dataset_card import CardFacts, render_card
+from charter.errors import InputError
+from charter.generators.stage import generate_candidates
+from charter.human_prefs import load_human_pairs
+from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
+from charter.judges.evaluate import evaluate_judge
+from charter.judges.stage import judge_candidates
+from charter.pairs import make_pairs
+from charter.progress import console, stage_progress, summary_table
+from charter.prompts import PromptFields, load_prompts
+from charter.records import to_row
+
+SUMMARY = "summary.json"
+
+
+def validate(paths: list[str]) -> int:
+    """``charter validate FILE ...``: report every problem; exit 1 if any file has one."""
+    if not paths:
+        console.print("usage: charter validate FILE [FILE ...]")
+        return 2
+    status = 0
+    for raw in paths:
+        path = resolve_path(raw)
+        problems = validate_constitution(path)
+        if problems:
+            status = 1
+            print(format_problems(str(path), problems))
+        else:
+            c = load_constitution(path)
+            print(f"{path}: ok ({len(c.principles)} principles, sha256 {c.sha256[:12]})")
+    return status
+
+
+def _update_summary(run_dir: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
+    path = run_dir / SUMMARY
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary[section] = values
+    write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _constitution(cfg: DictConfig):
+    return load_constitution(resolve_path(cfg.constitution.path))
+
+
+def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
+    """Read prompts, sample K candidates each, write candidates.jsonl and the rejects."""
+    engines = engines or EngineCache()
+    fields = PromptFields(**OmegaConf.to_container(cfg.data.fields))  # type: ignore[arg-type]
+    prompts, rejects = load_prompts(resolve_path(cfg.data.path), fields, limit=cfg.data.limit)
+    engine = engines.get(cfg.generator.engine, "generator.engine")
+    sampling = build(cfg.generator.sampling, "generator.sampling")
+    start = time.perf_counter()
+    with stage_progress("generate (prompts)", len(prompts)) as advance:
+        sets, too_long = generate_candidates(
+            prompts,
+            engine,
+            sampling,
+            cfg.generator.num_samples,
+            chunk_size=cfg.chunk_size,
+            on_progress=advance,
+        )
+    seconds = time.perf_counter() - start
+    run_files.write_rows(run_dir, run_files.CANDIDATES, sets)
+    run_files.replace_rejects(run_dir, "generate", [*rejects, *too_long])
+    tokens = sum(c.num_tokens for s in sets for c in s.candidates)
+    _update_summary(
+        run_dir,
+        "generate",
+        {
+            "prompts_read": len(prompts) + len(rejects),
+            "prompts_rejected": len(rejects) + len(too_long),
+            "candidate_sets": len(sets),
+            "candidates": sum(len(s.candidates) for s in sets),
+            "generated_tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        },
+    )
+
+
+def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
+    """Judge all candidate pairs of a run in both orders; write judgments and rankings."""
+    engines = engines or EngineCache()
+    sets = run_files.read_candidates(run_dir)
+    constitution = _constitution(cfg)
+    engine = engines.get(cfg.judge.engine, "judge.engine")
+    judge = build(cfg.judge, "judge", engine=engine)
+    total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
+    start = time.perf_counter()
+    with stage_progress("judge (comparisons x2 orders)", total) as advance:
+        judgments, rankings, rejects = judge_candidates(
+            sets,
+            judge,
+            constitution,
+            seed=cfg.seed,
+            chunk_size=cfg.chunk_size,
+            on_progress=advance,
+        )
+    seconds = time.perf_counter() - start
+    run_files.write_rows(run_dir, run_files.JUDGMENTS, judgments)
+    run_files.write_rows(run_dir, run_files.RANKINGS, rankings)
+    run_files.replace_rejects(run_dir, "judge", rejects)
+    n = len(judgments)
+    _update_summary(
+        run_dir,
+        "judge",
+        {
+            "comparisons": n,
+            "skipped": len(rejects),
+            "swap_consistency": round(sum(j.swap_consistent for j in judgments) / n, 4)
+            if n
+            else None,
+            "first_position_rate": round(
+                sum((j.p_first_order > 0.5) + (j.p_swapped < 0.5) for j in judgments) / (2 * n), 4
+            )
+            if n
+            else None,
+            "seconds": round(seconds, 2),
+            "comparisons_per_second": round(n / seconds, 3) if seconds else None,
+        },
+    )
+
+
+def _rejects_by_reason(run_dir: Path) -> dict[str, int]:
+    path = run_dir / run_files.REJECTS
+    rows = [row for _, row in read_jsonl(path)] if path.exists() else []
+    counts = Counter(
+        f"{r['stage']}: {re.sub(r'[0-9.]+', 'N', r['reason'])}"
+        for r in rows
+        if r["stage"] != "pairs"
+    )
+    return dict(sorted(counts.items()))
+
+
+def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
+    """Select and filter pairs, validate them, and publish the dataset and its card."""
+    sets = run_files.read_candidates(run_dir)
+    judgments = run_files.read_judgments(run_dir)
+    rankings = run_files.read_rankings(run_dir)
+    constitution = _constitution(cfg)
+    settings = build(cfg.pairs, "pairs")
+    result = make_pairs(
+        sets, judgments, rankings, settings, constitution_sha256=constitution.sha256
+    )
+    rows = [to_row(p) for p in result.pairs]
+    run_files.write_rows(run_dir, run_files.PAIRS, rows)
+    run_files.replace_rejects(run_dir, "pairs", result.rejects)
+    _publish(run_dir, rows)
+    n = len(judgments)
+    summary = _update_summary(
+        run_dir,
+        "pairs",
+        {
+            "pairs": len(rows),
+            "dropped": dict(result.dropped),
+            "mean_margin": round(sum(r["margin"] for r in rows) / len(rows), 4) if rows else None,
+        },
+    )
+    first = judgments[0] if judgments else None
+    facts = CardFacts(
+        experiment=cfg.experiment_name,
+        constitution_name=constitution.name,
+        constitution_version=constitution.version,
+        constitution_sha256=constitution.sha256,
+        constitution_text=constitution.text,
+        generator_model=sets[0].generator_model if sets else "",
+        judge_model=first.judge_model if first else "",
+        judge_method=first.judge_method if first else "",
+        judge_template_sha256=str(first.raw.get("template_sha256", "")) if first else "",
+        sampling=sets[0].sampling if sets else {},
+        num_samples=len(sets[0].candidates) if sets else 0,
+        pair_settings=asdict(settings),
+        counts={
+            "prompts": summary.get("generate", {}).get("prompts_read", len(sets)),
+            "prompts with candidates": len(sets),
+            "candidates": sum(len(s.candidates) for s in sets),
+            "comparisons (each in 2 orders)": n,
+            "pairs": len(rows),
+        },
+        dropped=dict(result.dropped),
+        rejects_by_reason=_rejects_by_reason(run_dir),
+        swap_consistency=sum(j.swap_consistent for j in judgments) / n if n else None,
+        mean_margin=summary["pairs"]["mean_margin"],
+    )
+    write_text_atomic(run_dir / "README.md", render_card(facts))
+
+
+def _publish(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the pairs as a ``datasets`` dir (``dataset/``) and as ``pairs.parquet``."""
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
+
+    dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})
+    with atomic_dir(run_dir / "dataset") as tmp:
+        dataset.save_to_disk(str(tmp))
+    parquet = run_dir / "pairs.parquet"
+    tmp_parquet = parquet.with_suffix(".parquet.tmp")
+    dataset.to_parquet(str(tmp_parquet))
+    tmp_parquet.replace(parquet)
+
+
+def run_all(cfg: DictConfig, run_dir: Path) -> None:
+    """``charter run``: every stage, one model load shared where configs match."""
+    engines = EngineCache()
+    start = time.perf_counter()
+    console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}")
+    run_generate(cfg, run_dir, engines)
+    run_judge(cfg, run_dir, engines)
+    run_pairs(cfg, run_dir, engines)
+    summary = _update_summary(run_dir, "run", {"seconds": round(time.perf_counter() - start, 2)})
+    gen, jud, par = summary["generate"], summary["judge"], summary["pairs"]
+    summary_table(
+        f"charter run: {cfg.experiment_name}",
+        {
+            "prompts (read / rejected)": f"{gen['prompts_read']} / {gen['prompts_rejected']}",
+            "candidates": gen["candidates"],
+            "generate seconds (tok/s)": f"{gen['seconds']} ({gen['tokens_per_second']})",
+            "comparisons (x2 orders)": jud["comparisons"],
+            "judge seconds": jud["seconds"],
+            "swap consistency": jud["swap_consistency"],
+            "first-position rate": jud["first_position_rate"],
+            "pairs published": par["pairs"],
+            "dropped": ", ".join(f"{k}: {v}" for k, v in par["dropped"].items()) or "none",
+            "total seconds": summary["run"]["seconds"],
+            "output": str(run_dir),
+        },
+    )
+
+
+def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
+    """``charter eval-judge``: agreement of the configured judge with human labels."""
+    path = resolve_path(cfg.data)
+    pairs, rejects = load_human_pairs(path, limit=cfg.limit)
+    if not pairs:
+        raise InputError("no usable human-labelled pairs", file=str(path))
+    constitution = _constitution(cfg)
+    engine = EngineCache().get(cfg.judge.engine, "judge.engine")
+    judge = build(cfg.judge, "judge", engine=engine)
+    with stage_progress("eval-judge (pairs x2 orders)", len(pairs)) as advance:
+        report, judgments = evaluate_judge(
+            pairs,
+            judge,
+            constitution,
+            seed=cfg.seed,
+            principle=cfg.principle,
+            chunk_size=cfg.chunk_size,
+            on_progress=advance,
+        )
+    rows = [{**to_row(j), "human_choice": "chosen"} for j in judgments]
+    write_jsonl_atomic(run_dir / "verdicts.jsonl", rows)
+    if rejects:
+        write_jsonl_atomic(run_dir / "rejects.jsonl", [asdict(r) for r in rejects])
+    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))

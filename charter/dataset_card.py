@@ -1,0 +1,117 @@
+"""The dataset card (README.md) of a run: a YAML header the Hub reads, then provenance.
+
+A card must let a stranger reproduce or distrust the data: the exact constitution text and hash,
+both models, sampling settings, how many rows were kept and why the others were dropped, and how
+often the judge agreed with itself when the order of the responses was swapped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card reports; filled by the CLI from the run's files."""
+
+    experiment: str
+    constitution_name: str
+    constitution_version: str
+    constitution_sha256: str
+    constitution_text: str
+    generator_model: str
+    judge_model: str
+    judge_method: str
+    judge_template_sha256: str
+    sampling: dict[str, Any]
+    num_samples: int
+    pair_settings: dict[str, Any]
+    counts: dict[str, int]
+    dropped: dict[str, int] = field(default_factory=dict)
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    swap_consistency: float | None = None
+    mean_margin: float | None = None
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < bound:
+            return label
+    return "100K<n<1M"
+
+
+def render_card(facts: CardFacts) -> str:
+    """Render README.md for the run's published pairs."""
+    header = {
+        "pretty_name": f"charter preference pairs: {facts.experiment}",
+        "language": ["en"],
+        "tags": ["preference", "rlaif", "constitutional-ai", "dpo", "reward-modeling", "charter"],
+        "task_categories": ["text-generation"],
+        "size_categories": [_size_category(facts.counts.get("pairs", 0))],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": "pairs.parquet"}]}
+        ],
+    }
+    swap = "n/a" if facts.swap_consistency is None else f"{facts.swap_consistency:.1%}"
+    margin = "n/a" if facts.mean_margin is None else f"{facts.mean_margin:.3f}"
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# charter preference pairs: {facts.experiment}",
+        "",
+        "Preference pairs labelled by an AI judge under a written constitution, made with charter.",
+        "Rows follow TRL's conversational preference format (`prompt` as a list of messages,",
+        "`chosen` and `rejected` as one assistant message each) plus the judge's soft label",
+        "(`p_chosen`), `margin` (2·p_chosen − 1), the principle ids used, whether the judge agreed",
+        "with itself in both orders (`swap_consistent`), the models and the constitution hash.",
+        "",
+        "## Provenance",
+        "",
+        "| what | value |",
+        "|---|---|",
+        f"| constitution | {facts.constitution_name} v{facts.constitution_version} |",
+        f"| constitution sha256 | `{facts.constitution_sha256}` |",
+        f"| generator model | `{facts.generator_model}` |",
+        f"| judge model | `{facts.judge_model}` |",
+        f"| judge method | {facts.judge_method} |",
+        f"| judge template sha256 | `{facts.judge_template_sha256}` |",
+        f"| samples per prompt | {facts.num_samples} |",
+        f"| sampling | `{json.dumps(facts.sampling, sort_keys=True)}` |",
+        f"| pair selection | `{json.dumps(facts.pair_settings, sort_keys=True)}` |",
+        f"| swap consistency of judged comparisons | {swap} |",
+        f"| mean margin of published pairs | {margin} |",
+        "",
+        "## Counts",
+        "",
+        "| stage | rows |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in facts.counts.items()),
+        "",
+        "## Dropped and rejected",
+        "",
+        "| reason | rows |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in {**facts.dropped, **facts.rejects_by_reason}.items()),
+        *([] if facts.dropped or facts.rejects_by_reason else ["| (none) | 0 |"]),
+        "",
+        "Every dropped or rejected row is listed with its reason in `rejects.jsonl`.",
+        "",
+        "## Constitution",
+        "",
+        "```yaml",
+        facts.constitution_text.rstrip(),
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "Labels come from an AI judge, not from people; they are only as good as the judge model.",
+        "Check agreement with human labels on a sample (`charter eval-judge`) before training.",
+        "",
+    ]
+    return "\n".join(lines)

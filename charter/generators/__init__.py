@@ -1,0 +1,1 @@
+"""Engines (model backends) and the generate stage."""

@@ -1,0 +1,199 @@
+"""JSON Lines in and out, with line numbers on the way in and atomic writes on the way out.
+
+Every stage reads and writes JSONL. Reading keeps the 1-based line number so an error can point
+at the exact row; writing goes through a temp file and ``os.replace`` so an interrupted run never
+leaves a half-written ``pairs.jsonl`` that a later stage would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from charter.errors import InputError
+from charter.records import Reject
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files, we want the usual mode
+
+
+def _parse_line(raw: bytes, n: int) -> dict[str, Any]:
+    """Decode one line; raise ValueError with a readable reason if it is not a JSON object."""
+    try:
+        text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not valid UTF-8: {e}") from None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: {e}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"not a JSON object (got {type(row).__name__}); each line must be {{...}}")
+    return row
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw line) for non-blank lines; bytes so a bad encoding is per-line."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if raw.strip():
+                yield n, raw
+
+
+def _check_file(path: str | Path) -> None:
+    # Checked eagerly so a wrong path fails at the call, not at the first ``next()``.
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", file=str(path))
+    if not p.is_file():
+        raise InputError("expected a JSONL file, found a directory", file=str(path))
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Read a JSONL file strictly, for files charter wrote itself.
+
+    Args:
+        path: the file to read.
+
+    Returns:
+        An iterator of ``(line_number, row)``; line numbers are 1-based and blank lines skipped.
+
+    Raises:
+        InputError: the file is missing, or a line is not valid JSON or not a JSON object
+            (the error carries the file and line).
+    """
+    _check_file(path)
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        for n, raw in _lines(path):
+            try:
+                yield n, _parse_line(raw, n)
+            except ValueError as e:
+                raise InputError(str(e), file=str(path), line=n) from None
+
+    return rows()
+
+
+def iter_jsonl_lenient(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+    """Stream a user's JSONL file, turning each malformed line into a ``Reject(stage="read")``.
+
+    The streaming form of :func:`read_jsonl_lenient`, for callers that stop early (``--limit``)
+    and want rejects in line order among the rows.
+
+    Raises:
+        InputError: the file is missing (raised at the call, not at the first ``next()``).
+    """
+    _check_file(path)
+
+    def items() -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+        for n, raw in _lines(path):
+            try:
+                yield n, _parse_line(raw, n)
+            except ValueError as e:
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")[:500]
+                yield n, Reject("read", f"{path}:{n}", str(e), row={"text": text})
+
+    return items()
+
+
+def read_jsonl_lenient(
+    path: str | Path,
+) -> tuple[list[tuple[int, dict[str, Any]]], list[Reject]]:
+    """Read a user's JSONL file, keeping bad lines as rejects instead of stopping at the first.
+
+    Returns:
+        ``(rows, rejects)``: rows as in :func:`read_jsonl`; one ``Reject(stage="read")`` per
+        malformed line, with the first 500 characters of the line kept for the user to find it.
+
+    Raises:
+        InputError: the file is missing.
+    """
+    rows: list[tuple[int, dict[str, Any]]] = []
+    rejects: list[Reject] = []
+    for n, item in iter_jsonl_lenient(path):
+        if isinstance(item, Reject):
+            rejects.append(item)
+        else:
+            rows.append((n, item))
+    return rows, rejects
+
+
+@contextmanager
+def _atomic_file(path: str | Path) -> Iterator[IO[str]]:
+    """Yield a text handle on a temp file beside ``path``; move it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL so that readers see either the old file or the complete new one.
+
+    Args:
+        path: destination; parent directories are created.
+        rows: JSON-serialisable dicts, consumed lazily. If the iterable raises, the old file
+            (if any) is left untouched and the temp file is removed.
+
+    Returns:
+        The number of rows written.
+    """
+    count = 0
+    with _atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8, all or nothing, like :func:`write_jsonl_atomic`."""
+    with _atomic_file(path) as fh:
+        fh.write(text)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temp dir beside ``path``; it becomes ``path`` only if the block succeeds.
+
+    For outputs that are directories (``datasets.Dataset.save_to_disk``). An existing ``path`` is
+    replaced; on failure the temp directory is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it owner-only; a published dir should not be
+    try:
+        yield tmp
+        # A directory cannot be os.replace'd over a non-empty one: move the old one aside first,
+        # and put it back if the swap fails, so there is always a complete ``path``.
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / "d")
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "d", path)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,1 @@
+"""Judges: compare responses under a constitution's principles, and the judge stage."""

@@ -1,0 +1,78 @@
+"""Render judge prompts from the Jinja2 templates shipped in ``charter/judges/templates``.
+
+Templates are data: versioned files whose hash goes into provenance. Responses are put inside
+``<response_A>``/``<response_B>`` tags; any copy of our delimiters inside a response (or the
+conversation) is neutralised first, so a response cannot close its own tag and pose as the
+judge's instructions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import jinja2
+
+from charter.constitution import Principle
+from charter.records import Chat
+
+_DELIMITER = re.compile(r"<\s*(/?)\s*(response_[ab]|conversation)\s*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A loaded judge template and the sha256 of its source (for provenance)."""
+
+    name: str
+    source: str
+    sha256: str
+    jinja: jinja2.Template
+
+    def render(self, **values: object) -> str:
+        return self.jinja.render(**values).strip()
+
+
+@cache
+def load_template(name: str) -> Template:
+    """Load ``charter/judges/templates/{name}.jinja2``."""
+    path = resources.files("charter.judges") / "templates" / f"{name}.jinja2"
+    source = path.read_text(encoding="utf-8")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    return Template(
+        name=name,
+        source=source,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        jinja=env.from_string(source),
+    )
+
+
+def neutralise(text: str) -> str:
+    """Break any copy of the judge's delimiters inside untrusted text.
+
+    ``</response_A>`` becomes ``</ response_A >``-like text the template never uses, which keeps
+    the text readable while removing its power to end the tag early.
+    """
+    return _DELIMITER.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", text)
+
+
+def render_pairwise(
+    template: Template,
+    messages: Chat,
+    principle: Principle,
+    response_a: str,
+    response_b: str,
+    *,
+    use_examples: bool = False,
+) -> str:
+    """Render the user turn that asks the judge to compare two responses."""
+    safe_messages = [{"role": m["role"], "content": neutralise(m["content"])} for m in messages]
+    return template.render(
+        messages=safe_messages,
+        principle=principle,
+        response_a=neutralise(response_a),
+        response_b=neutralise(response_b),
+        examples=list(principle.examples) if use_examples else [],
+    )

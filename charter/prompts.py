@@ -1,0 +1,199 @@
+"""Load prompts from JSONL, CSV, Parquet or a ``datasets.save_to_disk`` directory.
+
+A bad row becomes a :class:`Reject` with its ``file:line``, so one typo costs one row, not the run;
+a mistake that would reject every row (a wrong path or column name) raises :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from charter.errors import InputError
+from charter.jsonl import iter_jsonl_lenient
+from charter.records import Chat, PromptRecord, Reject
+
+ROLES = ("system", "user", "assistant")
+SUPPORTED = ".jsonl, .json (JSON Lines), .csv, .parquet, or a datasets.save_to_disk directory"
+Rows = Iterator[tuple[int, dict[str, Any] | Reject]]  # a Reject for a line that did not parse
+
+
+@dataclass(frozen=True)
+class PromptFields:
+    """Columns to read (``None`` ignores one). A row needs ``prompt`` or ``messages`` (wins)."""
+
+    id: str | None = "id"
+    prompt: str | None = "prompt"
+    messages: str | None = "messages"
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.prompt or self.messages):
+            raise InputError("set a prompt or a messages column", field="fields")
+
+
+class RowProblem(ValueError):
+    """Why one input row is rejected, and the field to blame; becomes a :class:`Reject`."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+def parse_chat(value: Any, field: str = "messages") -> Chat:
+    """Return ``value`` as ``{role, content}`` turns ending with a user turn, or raise RowProblem.
+
+    A JSON-encoded string is accepted too: CSV and some Parquet files store chats that way.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    if not isinstance(value, list) or not value:
+        raise RowProblem(field, f"{field} must be a non-empty list of {{role, content}}")
+    chat: Chat = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+            raise RowProblem(field, f"{field}[{i}] must be an object with a text 'content'")
+        if turn.get("role") not in ROLES:
+            raise RowProblem(field, f"{field}[{i}] role {turn.get('role')!r} not in {ROLES}")
+        chat.append({"role": turn["role"], "content": turn["content"]})
+    if chat[-1]["role"] != "user" or not chat[-1]["content"].strip():
+        msg = f"{field} must end with a non-empty user turn, not {chat[-1]}"
+        raise RowProblem(field, msg[:200])
+    return chat
+
+
+def _to_chat(row: dict[str, Any], fields: PromptFields) -> Chat:
+    """Return the row's chat (system turn first if a system column is set), or raise RowProblem."""
+    # Parquet and datasets give every row every column, with None where a value is missing.
+    chat_col, text_col, sys_col = (
+        c if c and row.get(c) is not None else None
+        for c in (fields.messages, fields.prompt, fields.system)
+    )
+    if chat_col:
+        chat = parse_chat(row[chat_col], chat_col)
+    elif text_col:
+        text = row[text_col]
+        if not isinstance(text, str) or not text.strip():
+            raise RowProblem(text_col, f"prompt is empty or not text: {text!r}"[:200])
+        chat = [{"role": "user", "content": text}]
+    else:
+        wanted = [c for c in (fields.prompt, fields.messages) if c]
+        have = sorted(k for k, v in row.items() if v is not None)
+        raise RowProblem(wanted[0], f"no {' or '.join(map(repr, wanted))}; row has {have}")
+    if sys_col:
+        if chat[0]["role"] == "system":
+            raise RowProblem(sys_col, "both a system column and a system turn in messages")
+        chat = [{"role": "system", "content": str(row[sys_col])}, *chat]
+    return chat
+
+
+def _csv_rows(path: Path) -> Rows:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for cells in reader:
+            if cells:  # csv gives [] for a blank line
+                yield start, dict(zip(header, cells, strict=False))
+            start = reader.line_num + 1  # a quoted cell may span lines: report where a row starts
+
+
+def _parquet_rows(path: Path) -> Rows:
+    import pyarrow.parquet as pq
+
+    batches = pq.ParquetFile(path).iter_batches()  # streamed: --limit need not read it all
+    yield from enumerate((row for b in batches for row in b.to_pylist()), start=1)
+
+
+def _dataset_rows(path: Path) -> Rows:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise InputError(f"not a datasets.save_to_disk directory ({e})", file=str(path)) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds and len(ds) != 1:
+            msg = f"no 'train' split and several others {sorted(ds)}; save the one you want alone"
+            raise InputError(msg, file=str(path))
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    yield from enumerate(ds, start=1)
+
+
+def _rows(path: Path) -> Rows:
+    if not path.exists():
+        raise InputError("prompts file not found", file=str(path))
+    suffix = "dir" if path.is_dir() else path.suffix.lower()
+    readers = {".jsonl": iter_jsonl_lenient, ".json": iter_jsonl_lenient, ".csv": _csv_rows}
+    readers.update({".parquet": _parquet_rows, "dir": _dataset_rows})
+    if suffix not in readers:
+        raise InputError(f"unknown format {suffix!r}; supported: {SUPPORTED}", file=str(path))
+    return readers[suffix](path)
+
+
+def _check_mapping(path: Path, fields: PromptFields, columns: set[str]) -> None:
+    """Raise if a column name matches nothing anywhere: that is a mapping typo, not a bad row."""
+    needed = [c for c in (fields.prompt, fields.messages) if c]
+    # id="id" is a default that files may well lack; any other name was asked for on purpose.
+    asked = [[c] for c, default in ((fields.id, "id"), (fields.system, None)) if c and c != default]
+    for names in (needed, *asked):
+        if not columns.intersection(names):
+            msg = f"no row has a {' or '.join(map(repr, names))} column; columns: {sorted(columns)}"
+            raise InputError(msg, file=str(path), field=names[0])
+
+
+def load_prompts(
+    path: str | Path, fields: PromptFields = PromptFields(), *, limit: int | None = None
+) -> tuple[list[PromptRecord], list[Reject]]:
+    """Read prompts, keeping each unusable row as a ``Reject(stage="generate")`` with its reason.
+
+    Args:
+        path: .jsonl/.json (JSON Lines), .csv, .parquet, or a save_to_disk dir ("train" split).
+        fields: which columns hold the id, prompt text, chat and system prompt.
+        limit: stop once this many prompts are accepted.
+
+    Returns:
+        ``(prompts, rejects)``. Chats end with a user turn; ``source`` is ``"file:line"`` (the CSV
+        header is line 1); a row without an id gets ``"{file_stem}-{line:05d}"``. Rejected:
+        malformed lines, missing or empty prompts, bad chats, repeated ids.
+
+    Raises:
+        InputError: missing file, unknown format, a column name no row has, no usable row.
+    """
+    path = Path(path)
+    rejects: list[Reject] = []
+    prompts: list[PromptRecord] = []
+    seen: dict[str, str] = {}  # prompt_id -> source of its first row
+    columns: set[str] = set()
+    for line, row in _rows(path):
+        if isinstance(row, Reject):
+            rejects.append(replace(row, stage="generate"))
+            continue
+        columns.update(k for k, v in row.items() if v is not None)
+        source = f"{path}:{line}"
+        raw_id = row.get(fields.id) if fields.id else None
+        pid = (str(raw_id).strip() if raw_id is not None else "") or f"{path.stem}-{line:05d}"
+        try:
+            chat = _to_chat(row, fields)
+            if pid in seen:
+                raise RowProblem(fields.id, f"duplicate id {pid!r} (first at {seen[pid]})")
+        except RowProblem as e:
+            kept = json.loads(json.dumps(row, ensure_ascii=False, default=str))
+            rejects.append(Reject("generate", source, str(e), field=e.field, row=kept))
+            continue
+        seen[pid] = source
+        prompts.append(PromptRecord(prompt_id=pid, messages=chat, source=source))
+        if limit is not None and len(prompts) >= limit:
+            break
+    if columns:
+        _check_mapping(path, fields, columns)
+    if not prompts:
+        first = f"; first: {rejects[0].source}: {rejects[0].reason}" if rejects else ""
+        raise InputError(f"no usable prompts ({len(rejects)} rejected{first})", file=str(path))
+    return prompts, rejects

@@ -1,0 +1,131 @@
+"""Typed records that flow one way between stages.
+
+prompts -> CandidateSet (candidates.jsonl) -> Judgment (judgments.jsonl) -> PreferencePair
+(pairs.jsonl). Every stage also emits Reject rows (rejects.jsonl) for input it could not use, so
+nothing is lost silently. Records serialise with :func:`to_row` and load with ``from_row``; the
+published ones are checked against the JSON schemas in ``charter/schemas/`` before writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+Message = dict[str, str]
+"""One chat turn: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+
+Chat = list[Message]
+
+T = TypeVar("T")
+
+
+def to_row(record: Any) -> dict[str, Any]:
+    """Serialise a record dataclass to a JSON-ready dict."""
+    return asdict(record)
+
+
+def from_row(cls: type[T], row: dict[str, Any]) -> T:
+    """Build a record from a dict, ignoring keys the record does not declare."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in row.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """A conversation to answer; it always ends with a user turn.
+
+    ``source`` is ``"file:line"`` so later errors can point back at the input.
+    """
+
+    prompt_id: str
+    messages: Chat
+    source: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response from an engine."""
+
+    text: str
+    finish_reason: Literal["stop", "length"]
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A response to judge. ``candidate_id`` is ``"{prompt_id}/{index}"``."""
+
+    candidate_id: str
+    text: str
+    finish_reason: str
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """One row of candidates.jsonl: a prompt with its K sampled responses."""
+
+    prompt_id: str
+    messages: Chat
+    candidates: list[Candidate]
+    generator_model: str
+    sampling: dict[str, Any]
+
+    @staticmethod
+    def from_dict(row: dict[str, Any]) -> CandidateSet:
+        base = from_row(CandidateSet, row)
+        cands = [c if isinstance(c, Candidate) else from_row(Candidate, c) for c in base.candidates]
+        return CandidateSet(**{**base.__dict__, "candidates": cands})
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One row of judgments.jsonl: candidate ``a`` vs candidate ``b`` under one principle.
+
+    Every comparison is scored in both orders. ``p_first_order`` is P(a better) when a is shown
+    as response (A); ``p_swapped`` is P(a better) when a is shown as response (B). ``p_a`` is the
+    two combined (the position bias cancels); ``swap_consistent`` says whether both orders agree
+    on the winner. ``raw`` keeps the judge's untouched output (choice log-probs, text).
+    """
+
+    prompt_id: str
+    candidate_a: str
+    candidate_b: str
+    principle_id: str
+    p_first_order: float
+    p_swapped: float
+    p_a: float
+    swap_consistent: bool
+    judge_model: str
+    judge_method: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One row of pairs.jsonl, in TRL's conversational preference format plus provenance."""
+
+    prompt: Chat
+    chosen: Chat
+    rejected: Chat
+    prompt_id: str
+    chosen_id: str
+    rejected_id: str
+    p_chosen: float
+    margin: float
+    principle_ids: list[str]
+    swap_consistent: bool
+    judge_model: str
+    generator_model: str
+    constitution_sha256: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input row or item a stage could not use, kept with its reason (rejects.jsonl)."""
+
+    stage: str
+    source: str
+    reason: str
+    field: str | None = None
+    row: dict[str, Any] | None = None

@@ -1,0 +1,199 @@
+"""TransformersEngine on a tiny random Llama (fast) and on the real SmolLM2 (slow).
+
+The tiny model checks what does not need sensible text: that batching, padding and order never
+change a result. The real model checks what does: stopping, prefills, seeds on real text.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from charter.errors import InputError
+from charter.generators.engine import SamplingSettings
+from charter.generators.fake_engine import FakeEngine
+from charter.generators.transformers_engine import TransformersEngine
+from tests.engine_fixtures import SMOLLM2, build_tiny_llama
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+CHATS = [
+    user("Hi"),
+    user("Tell me a long story about a dragon who learns to bake bread in a small village."),
+    user("What is 2 + 2?"),
+    user("Name three colours of the rainbow, please, and say why the sky looks blue."),
+    user("Bye"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_dir), batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_unbatched(tiny_dir: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_dir), batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def smol() -> TransformersEngine:
+    return TransformersEngine(SMOLLM2, batch_size=8)
+
+
+def close(a: dict[str, float], b: dict[str, float], tol: float) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol for k in a)
+
+
+# --- tiny random Llama: batching and padding -------------------------------------------------
+
+
+def test_choice_scores_do_not_depend_on_batch_padding(tiny, tiny_unbatched):
+    for choices in ([" A", " B"], ["Yes", " No way", " maybe so"]):  # one token; several tokens
+        batched = tiny.choice_logprobs(CHATS, choices)
+        alone = tiny_unbatched.choice_logprobs(CHATS, choices)
+        for b, a in zip(batched, alone, strict=True):
+            assert close(b, a, 1e-5)
+            assert math.isclose(sum(math.exp(v) for v in b.values()), 1.0, abs_tol=1e-6)
+
+
+def test_single_token_path_matches_full_sequence_scoring(tiny):
+    # " A" / " B" take the one-forward-pass path; adding a two-token choice forces full scoring,
+    # which must agree on the ratio between " A" and " B".
+    fast = tiny.choice_logprobs(CHATS, [" A", " B"])
+    full = tiny.choice_logprobs(CHATS, [" A", " B", " A B"])
+    for f, s in zip(fast, full, strict=True):
+        assert f[" A"] - f[" B"] == pytest.approx(s[" A"] - s[" B"], abs=1e-4)
+
+
+def test_leading_space_makes_a_different_choice(tiny):
+    scores = tiny.choice_logprobs(CHATS[:1], ["A", " A"])[0]
+    assert scores["A"] != pytest.approx(scores[" A"], abs=1e-6)
+
+
+def test_greedy_text_does_not_depend_on_batch_or_order(tiny, tiny_unbatched):
+    greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
+    batched = tiny.generate(CHATS, greedy)
+    alone = tiny_unbatched.generate(CHATS[::-1], greedy)[::-1]
+    assert [c[0].text for c in batched] == [c[0].text for c in alone]
+
+
+def test_seeded_samples_follow_the_chat_not_the_batch(tiny, tiny_unbatched):
+    sampling = SamplingSettings(max_new_tokens=6, temperature=1.0, seed=7)
+    batched = tiny.generate(CHATS, sampling, n=2)
+    alone = tiny_unbatched.generate([CHATS[3]], sampling, n=2)[0]
+    assert [c.text for c in batched[3]] == [c.text for c in alone]
+    assert all(len(completions) == 2 for completions in batched)
+    assert batched[3][0].text != batched[3][1].text
+
+
+def test_count_tokens_matches_the_chat_template(tiny):
+    ids = tiny.tokenizer.apply_chat_template(CHATS[1], add_generation_prompt=True)["input_ids"]
+    assert tiny.count_tokens(CHATS[1:2]) == [len(ids)]
+
+
+def test_system_prompt_replaces_the_template_default(tiny_dir):
+    engine = TransformersEngine(str(tiny_dir), system_prompt="You are a careful judge.")
+    text, _ = engine._render([CHATS[0]])[0]
+    assert "You are a careful judge." in text and "SmolLM" not in text
+
+
+def test_too_long_prompt_names_the_chat(tiny_dir):
+    engine = TransformersEngine(str(tiny_dir), max_context=40)
+    with pytest.raises(InputError, match="chat 1 is"):
+        engine.generate(CHATS[:2], SamplingSettings(max_new_tokens=4))
+    with pytest.raises(InputError, match="chat 1 is"):
+        engine.choice_logprobs(CHATS[:2], [" A", " B"])
+
+
+def test_repeated_choices_are_refused(tiny):
+    with pytest.raises(InputError, match="distinct"):
+        tiny.choice_logprobs(CHATS[:1], [" A", " A"])
+
+
+def test_fake_engine_is_deterministic_and_renormalised():
+    engine = FakeEngine(bias=2.0)
+    sampling = SamplingSettings(max_new_tokens=5, seed=3)
+    first = engine.generate(CHATS, sampling, n=3)
+    assert first == engine.generate(CHATS, sampling, n=3)
+    assert all(c.num_tokens <= 5 and c.text.startswith("response") for cs in first for c in cs)
+    scores = engine.choice_logprobs(CHATS, [" A", " B"])
+    assert all(math.isclose(sum(math.exp(v) for v in s.values()), 1.0) for s in scores)
+    plain = FakeEngine().choice_logprobs(CHATS, [" A", " B"])
+    assert all(s[" A"] > p[" A"] for s, p in zip(scores, plain, strict=True))  # position bias
+
+
+# --- real SmolLM2 ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_generate_returns_n_completions_with_reproducible_seeds(smol):
+    sampled = SamplingSettings(max_new_tokens=12, temperature=1.0, seed=1)
+    first = smol.generate(CHATS[:2], sampled, n=2)
+    assert [len(c) for c in first] == [2, 2]
+    assert all(c.text for cs in first for c in cs)
+    assert smol.generate(CHATS[:2], sampled, n=2) == first
+    other = smol.generate(
+        CHATS[:2], SamplingSettings(max_new_tokens=12, temperature=1.0, seed=2), n=2
+    )
+    assert [c.text for c in other[1]] != [c.text for c in first[1]]
+
+
+@pytest.mark.slow
+def test_greedy_is_deterministic_and_stops_at_end_of_turn(smol):
+    greedy = SamplingSettings(max_new_tokens=24, temperature=0.0)
+    chat = user("What is the capital of France? Answer in one short sentence.")
+    first = smol.generate([chat], greedy, n=2)[0]
+    assert first[0] == first[1] == smol.generate([chat], greedy)[0][0]
+    assert first[0].finish_reason == "stop" and "Paris" in first[0].text
+
+
+@pytest.mark.slow
+def test_tiny_budget_ends_with_length(smol):
+    [[completion]] = smol.generate(CHATS[1:2], SamplingSettings(max_new_tokens=3, temperature=0))
+    assert completion.finish_reason == "length" and completion.num_tokens == 3
+
+
+@pytest.mark.slow
+def test_choice_logprobs_are_renormalised_and_batch_invariant(smol):
+    batched = smol.choice_logprobs(CHATS, [" A", " B"])
+    for chat, scores in zip(CHATS, batched, strict=True):
+        assert math.isclose(sum(math.exp(v) for v in scores.values()), 1.0, abs_tol=1e-5)
+        assert close(scores, smol.choice_logprobs([chat], [" A", " B"])[0], 1e-4)
+
+
+@pytest.mark.slow
+def test_multi_token_choices_are_scored(smol):
+    chat = user("What is the capital of France? Answer with the city name only.")
+    [scores] = smol.choice_logprobs([chat], ["Paris", "Berlin, Germany", "The city of London"])
+    assert math.isclose(sum(math.exp(v) for v in scores.values()), 1.0, abs_tol=1e-5)
+    assert max(scores, key=scores.get) == "Paris"
+
+
+@pytest.mark.slow
+def test_prefilled_assistant_turn_is_continued(smol):
+    prefill = "The capital of France is"
+    chat = [*user("What is the capital of France?"), {"role": "assistant", "content": prefill}]
+    text, _ = smol._render([chat])[0]
+    assert text.endswith(prefill)
+    [[completion]] = smol.generate([chat], SamplingSettings(max_new_tokens=8, temperature=0))
+    assert completion.text.startswith("Paris")
+
+
+@pytest.mark.slow
+def test_real_count_tokens_and_context_limit(smol):
+    ids = smol.tokenizer.apply_chat_template(CHATS[3], add_generation_prompt=True)["input_ids"]
+    assert smol.count_tokens(CHATS[3:4]) == [len(ids)]
+    huge = user("word " * (smol.context_length + 10))
+    with pytest.raises(InputError, match="chat 1 is"):
+        smol.choice_logprobs([CHATS[0], huge], [" A", " B"])
