@@ -67,7 +67,9 @@ def _hydra_app(config_name: str, task: Callable[[DictConfig, Path], None]) -> Ca
         try:
             task(cfg, Path(HydraConfig.get().runtime.output_dir))
         except InputError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise SystemExit(2) from None
 
     return app

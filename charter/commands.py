@@ -67,8 +67,8 @@ def _constitution(cfg: DictConfig):
 def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
     """Read prompts, sample K candidates each, write candidates.jsonl and the rejects."""
     engines = engines or EngineCache()
-    fields = PromptFields(**OmegaConf.to_container(cfg.data.fields))  # type: ignore[arg-type]
-    prompts, rejects = load_prompts(resolve_path(cfg.data.path), fields, limit=cfg.data.limit)
+    fields = PromptFields(**OmegaConf.to_container(cfg.prompts.fields))  # type: ignore[arg-type]
+    prompts, rejects = load_prompts(resolve_path(cfg.prompts.path), fields, limit=cfg.prompts.limit)
     engine = engines.get(cfg.generator.engine, "generator.engine")
     sampling = build(cfg.generator.sampling, "generator.sampling")
     start = time.perf_counter()
@@ -226,7 +226,8 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
     """``charter run``: every stage, one model load shared where configs match."""
     engines = EngineCache()
     start = time.perf_counter()
-    console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}")
+    _constitution(cfg)  # a typo in the constitution should stop the run before any sampling
+    console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}", soft_wrap=True)
     run_generate(cfg, run_dir, engines)
     run_judge(cfg, run_dir, engines)
     run_pairs(cfg, run_dir, engines)

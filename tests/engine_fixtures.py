@@ -21,7 +21,7 @@ def smollm2_dir() -> Path:
 
 
 def build_tiny_llama(dest: Path) -> Path:
-    """Save a random 2-layer Llama (~13 MB) with SmolLM2's tokenizer and chat template at ``dest``.
+    """Save a random 2-layer Llama (~28 MB) with SmolLM2's tokenizer and chat template at ``dest``.
 
     Its outputs are noise, but it runs the same code paths as the real model in milliseconds,
     so batching and padding can be tested without the slow marker.
@@ -39,7 +39,7 @@ def build_tiny_llama(dest: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # tied, a random model just echoes its last token
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -307,8 +307,8 @@ class _SeededSampler(LogitsProcessor):
         """
         ids = None
         if self.top_p < 1.0:
-            for k in (256, 4096, probs.numel()):
-                top, ids = probs.topk(min(k, probs.numel()))
+            for size in (256, 4096, probs.numel()):
+                top, ids = probs.topk(min(size, probs.numel()))
                 if top.sum() >= self.top_p:
                     break
             # The smallest top set reaching top_p (always at least the most likely token).
