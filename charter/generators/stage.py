@@ -53,7 +53,7 @@ def generate_candidates(
     Args:
         prompts: conversations ending with a user turn.
         engine: the generator model.
-        sampling: sampling settings; the seed is offset per chunk so chunks differ.
+        sampling: sampling settings, the same for every chunk.
         num_samples: K responses per prompt.
         chunk_size: prompts per engine call (progress granularity).
         on_progress: called with the number of prompts just finished.
@@ -65,8 +65,8 @@ def generate_candidates(
     sets: list[CandidateSet] = []
     for start in range(0, len(kept), chunk_size):
         chunk = kept[start : start + chunk_size]
-        chunk_sampling = SamplingSettings(**{**asdict(sampling), "seed": sampling.seed + start})
-        outputs = engine.generate([p.messages for p in chunk], chunk_sampling, n=num_samples)
+        # engines seed per chat (seed, sample index, prompt), so chunking never changes a sample
+        outputs = engine.generate([p.messages for p in chunk], sampling, n=num_samples)
         for prompt, completions in zip(chunk, outputs, strict=True):
             sets.append(
                 CandidateSet(
