@@ -7,6 +7,12 @@ come back as :class:`~charter.errors.InputError` naming the config key, instead 
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import sys
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,7 +21,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from charter.call_cache import CACHE_FILE, CachedEngine, CallCache, CallStats
 from charter.errors import InputError
+from charter.generators.model_files import default_cache_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,14 +68,113 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise InputError(f"{type(cause).__name__}: {cause}", field=key) from None
 
 
-class EngineCache:
-    """Load each distinct engine config once, so generator and judge can share one model."""
+_THROUGHPUT_ONLY = frozenset(
+    {
+        "batch_size",
+        "num_threads",
+        "cache_dir",
+        "share_prefixes",
+        "gpu_memory_utilization",
+        "kv_cache_memory_gb",
+        "enable_prefix_caching",
+        "enforce_eager",
+        "enable_chunked_prefill",
+        "max_concurrency",
+        "timeout_s",
+        "max_retries",
+        "backoff_s",
+        "api_key_env",
+    }
+)
+"""Engine config keys (of any backend) that change speed, memory or where files live, not what
+a call returns, beyond last-bit float noise; changing them keeps the cache's entries valid."""
 
-    def __init__(self) -> None:
+
+_NUMERIC_LIBRARIES = ("torch", "transformers", "vllm")
+
+
+def _code_identity(engine: Any) -> dict[str, Any]:
+    """The engine's class, the source of its module and of the charter modules it imports, and
+    the installed numeric libraries' versions.
+
+    A changed engine (a sampling fix, a new scoring helper) or a new torch can change outputs
+    without changing the model, so either one starts fresh cache entries rather than serving
+    stale ones.
+    """
+    cls = type(engine)
+    module = sys.modules[cls.__module__]
+    names = {cls.__module__}
+    for value in vars(module).values():
+        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.startswith("charter."):
+            names.add(name)
+    sources = {}
+    for name in sorted(names):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            sources[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    versions = {}
+    for lib in _NUMERIC_LIBRARIES:  # installed versions: the same whatever is imported yet
+        with suppress(importlib.metadata.PackageNotFoundError):
+            versions[lib] = importlib.metadata.version(lib)
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "sources": sources,
+        "versions": versions,
+    }
+
+
+def engine_fingerprint(engine: Any, node: DictConfig) -> str:
+    """What identifies an engine's results beyond its name, for the call cache's keys.
+
+    The weights fingerprint (``weights_sha256`` where the engine has one, else its ``model_id``),
+    every config key that can change an output (dtype, device, system prompt, context cap; batch
+    size, threads and the model folder are left out), and the engine's code identity.
+    """
+    settings = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(settings, dict)
+    material = {
+        "weights": getattr(engine, "weights_sha256", engine.model_id),
+        "settings": {k: v for k, v in settings.items() if k not in _THROUGHPUT_ONLY},
+        "code": _code_identity(engine),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def open_call_cache(cfg: DictConfig) -> CallCache | None:
+    """The run's call cache, ``<cache_dir>/calls.sqlite``; None when ``call_cache`` is false.
+
+    ``cache_dir: null`` means :func:`~charter.generators.model_files.default_cache_dir`
+    (``$CHARTER_CACHE_DIR``, else ``~/.cache/charter``).
+    """
+    if not cfg.get("call_cache", True):
+        return None
+    root = Path(cfg.cache_dir).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    return CallCache(root / CACHE_FILE)
+
+
+class EngineCache:
+    """Load each distinct engine config once, so generator and judge can share one model.
+
+    With a ``calls`` cache, every engine is wrapped in a
+    :class:`~charter.call_cache.CachedEngine`, so its calls are looked up before they are made.
+    """
+
+    def __init__(self, calls: CallCache | None = None) -> None:
+        self.calls = calls
         self._engines: dict[str, Any] = {}
 
     def get(self, node: DictConfig, key: str) -> Any:
         fingerprint = OmegaConf.to_yaml(node, resolve=True)
         if fingerprint not in self._engines:
-            self._engines[fingerprint] = build(node, key)
+            engine = build(node, key)
+            if self.calls is not None:
+                engine = CachedEngine(engine, self.calls, engine_fingerprint(engine, node))
+            self._engines[fingerprint] = engine
         return self._engines[fingerprint]
+
+
+def call_stats(engine: Any) -> CallStats | None:
+    """A copy of an engine's cache counters (None when it is not cached), to diff around a stage."""
+    stats = getattr(engine, "stats", None)
+    return CallStats(**vars(stats)) if isinstance(stats, CallStats) else None

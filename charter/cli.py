@@ -32,7 +32,12 @@ commands:
   pairs        select pairs and publish the dataset:   charter pairs run_dir=DIR
   validate     check constitution files:               charter validate FILE [FILE ...]
   eval-judge   agreement of a judge with human labels: charter eval-judge data=FILE
+  diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
+  cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
+               and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
 
+Every model call is cached in <cache_dir>/calls.sqlite (call_cache=false turns it off), so a
+rerun pays only for what changed; `charter run run_dir=DIR` resumes a killed run.
 Configs live in charter/conf; see the composed config with `charter run --cfg job`.
 Switch a backend with e.g. `engine@judge.engine=fake`, a constitution with
 `constitution=helpful`, and sweep with `charter run -m constitution=harmless,helpful`.
@@ -86,6 +91,20 @@ def main(argv: list[str] | None = None) -> None:
         from charter.commands import validate
 
         raise SystemExit(validate(rest))
+    from charter import plain_commands
+
+    plain: dict[str, Callable[[list[str]], int]] = {
+        "diff": plain_commands.diff,
+        "cache": plain_commands.cache,
+    }
+    if command in plain:
+        try:
+            raise SystemExit(plain[command](rest))
+        except InputError as exc:
+            console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
+            raise SystemExit(2) from None
     from charter import commands
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {

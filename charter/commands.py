@@ -16,8 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from charter import run_files
-from charter.building import EngineCache, build, resolve_path
+from charter import run_files, run_state
+from charter.building import EngineCache, build, call_stats, open_call_cache, resolve_path
+from charter.call_cache import CallStats
 from charter.constitution import format_problems, load_constitution, validate_constitution
 from charter.dataset_card import CardFacts, render_card
 from charter.errors import InputError
@@ -30,8 +31,6 @@ from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
 from charter.prompts import PromptFields, load_prompts
 from charter.records import to_row
-
-SUMMARY = "summary.json"
 
 
 def validate(paths: list[str]) -> int:
@@ -52,25 +51,57 @@ def validate(paths: list[str]) -> int:
     return status
 
 
-def _update_summary(run_dir: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
-    path = run_dir / SUMMARY
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary[section] = values
-    write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
-
-
 def _constitution(cfg: DictConfig):
     return load_constitution(resolve_path(cfg.constitution.path))
 
 
+def _engines(cfg: DictConfig) -> EngineCache:
+    return EngineCache(open_call_cache(cfg))
+
+
+def _resolved(*nodes: Any) -> list[Any]:
+    return [
+        OmegaConf.to_container(n, resolve=True) if isinstance(n, DictConfig) else n for n in nodes
+    ]
+
+
+def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
+    """What a stage's outputs depend on: its config slice and its input files' bytes.
+
+    ``chunk_size`` and the engines' batch sizes are left out on purpose: they change how work
+    is split, not what it produces.
+    """
+    constitution = resolve_path(cfg.constitution.path)
+    if stage == "generate":
+        settings = _resolved(cfg.generator, cfg.prompts)
+        inputs = [resolve_path(cfg.prompts.path)]
+    elif stage == "judge":
+        settings = _resolved(cfg.judge, cfg.constitution, cfg.seed)
+        inputs = [constitution, run_dir / run_files.CANDIDATES]
+    else:
+        settings = _resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
+        names = (run_files.CANDIDATES, run_files.JUDGMENTS, run_files.RANKINGS)
+        inputs = [constitution, *(run_dir / n for n in names)]
+    return run_state.stage_fingerprint(settings, inputs)
+
+
+def _cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str, int] | None:
+    """This stage's cache hits and misses (chats), or None when the call cache is off."""
+    if before is None or after is None:
+        return None
+    return {"hits": after.hits - before.hits, "misses": after.misses - before.misses}
+
+
 def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
     """Read prompts, sample K candidates each, write candidates.jsonl and the rejects."""
-    engines = engines or EngineCache()
+    engines = engines or _engines(cfg)
+    done = stage_fingerprint(cfg, "generate", run_dir)
+    run_state.clear_done(run_dir, "generate")
     fields = PromptFields(**OmegaConf.to_container(cfg.prompts.fields))  # type: ignore[arg-type]
     prompts, rejects = load_prompts(resolve_path(cfg.prompts.path), fields, limit=cfg.prompts.limit)
     engine = engines.get(cfg.generator.engine, "generator.engine")
     sampling = build(cfg.generator.sampling, "generator.sampling")
+    before = call_stats(engine)
     start = time.perf_counter()
     with stage_progress("generate (prompts)", len(prompts)) as advance:
         sets, too_long = generate_candidates(
@@ -85,7 +116,7 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
     run_files.write_rows(run_dir, run_files.CANDIDATES, sets)
     run_files.replace_rejects(run_dir, "generate", [*rejects, *too_long])
     tokens = sum(c.num_tokens for s in sets for c in s.candidates)
-    _update_summary(
+    run_state.update_summary(
         run_dir,
         "generate",
         {
@@ -96,18 +127,23 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             "generated_tokens": tokens,
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+            "cache": _cache_counts(before, call_stats(engine)),
         },
+        done=done,
     )
 
 
 def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
     """Judge all candidate pairs of a run in both orders; write judgments and rankings."""
-    engines = engines or EngineCache()
+    engines = engines or _engines(cfg)
     sets = run_files.read_candidates(run_dir)
+    done = stage_fingerprint(cfg, "judge", run_dir)
+    run_state.clear_done(run_dir, "judge")
     constitution = _constitution(cfg)
     engine = engines.get(cfg.judge.engine, "judge.engine")
     judge = build(cfg.judge, "judge", engine=engine)
     total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
+    before = call_stats(engine)
     start = time.perf_counter()
     with stage_progress("judge (comparisons x2 orders)", total) as advance:
         judgments, rankings, rejects = judge_candidates(
@@ -123,7 +159,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     run_files.write_rows(run_dir, run_files.RANKINGS, rankings)
     run_files.replace_rejects(run_dir, "judge", rejects)
     n = len(judgments)
-    _update_summary(
+    run_state.update_summary(
         run_dir,
         "judge",
         {
@@ -139,7 +175,9 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             else None,
             "seconds": round(seconds, 2),
             "comparisons_per_second": round(n / seconds, 3) if seconds else None,
+            "cache": _cache_counts(before, call_stats(engine)),
         },
+        done=done,
     )
 
 
@@ -159,6 +197,8 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     sets = run_files.read_candidates(run_dir)
     judgments = run_files.read_judgments(run_dir)
     rankings = run_files.read_rankings(run_dir)
+    done = stage_fingerprint(cfg, "pairs", run_dir)
+    run_state.clear_done(run_dir, "pairs")
     constitution = _constitution(cfg)
     settings = build(cfg.pairs, "pairs")
     result = make_pairs(
@@ -169,7 +209,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     run_files.replace_rejects(run_dir, "pairs", result.rejects)
     _publish(run_dir, rows)
     n = len(judgments)
-    summary = _update_summary(
+    summary = run_state.update_summary(
         run_dir,
         "pairs",
         {
@@ -205,6 +245,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
         mean_margin=summary["pairs"]["mean_margin"],
     )
     write_text_atomic(run_dir / "README.md", render_card(facts))
+    run_state.update_summary(run_dir, "pairs", summary["pairs"], done=done)
 
 
 def _publish(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -222,16 +263,37 @@ def _publish(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     tmp_parquet.replace(parquet)
 
 
+STAGE_TASKS = (("generate", run_generate), ("judge", run_judge), ("pairs", run_pairs))
+
+
+def _cache_cell(section: dict[str, Any], ran: bool) -> str:
+    if not ran:
+        return "skipped (already complete)"
+    counts = section.get("cache")
+    return f"{counts['hits']} / {counts['misses']}" if counts else "cache off"
+
+
 def run_all(cfg: DictConfig, run_dir: Path) -> None:
-    """``charter run``: every stage, one model load shared where configs match."""
-    engines = EngineCache()
+    """``charter run``: every stage, one model load shared where configs match.
+
+    In a run directory that already has outputs (a killed run started again with the same
+    command, or ``charter run run_dir=DIR``), stages whose mark matches their current config and
+    inputs are skipped; the rest are redone, their finished engine calls served by the cache.
+    """
+    engines = _engines(cfg)
     start = time.perf_counter()
     _constitution(cfg)  # a typo in the constitution should stop the run before any sampling
     console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}", soft_wrap=True)
-    run_generate(cfg, run_dir, engines)
-    run_judge(cfg, run_dir, engines)
-    run_pairs(cfg, run_dir, engines)
-    summary = _update_summary(run_dir, "run", {"seconds": round(time.perf_counter() - start, 2)})
+    run_state.remove_leftovers(run_dir)
+    ran: dict[str, bool] = {}
+    for stage, task in STAGE_TASKS:
+        ran[stage] = not run_state.is_done(run_dir, stage, stage_fingerprint(cfg, stage, run_dir))
+        if ran[stage]:
+            task(cfg, run_dir, engines)
+        else:
+            console.print(f"{stage}: already complete in this run directory, skipped")
+    seconds = round(time.perf_counter() - start, 2)
+    summary = run_state.update_summary(run_dir, "run", {"seconds": seconds})
     gen, jud, par = summary["generate"], summary["judge"], summary["pairs"]
     summary_table(
         f"charter run: {cfg.experiment_name}",
@@ -239,8 +301,10 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
             "prompts (read / rejected)": f"{gen['prompts_read']} / {gen['prompts_rejected']}",
             "candidates": gen["candidates"],
             "generate seconds (tok/s)": f"{gen['seconds']} ({gen['tokens_per_second']})",
+            "generate cache hits / misses": _cache_cell(gen, ran["generate"]),
             "comparisons (x2 orders)": jud["comparisons"],
             "judge seconds": jud["seconds"],
+            "judge cache hits / misses": _cache_cell(jud, ran["judge"]),
             "swap consistency": jud["swap_consistency"],
             "first-position rate": jud["first_position_rate"],
             "pairs published": par["pairs"],
@@ -258,7 +322,7 @@ def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
     if not pairs:
         raise InputError("no usable human-labelled pairs", file=str(path))
     constitution = _constitution(cfg)
-    engine = EngineCache().get(cfg.judge.engine, "judge.engine")
+    engine = _engines(cfg).get(cfg.judge.engine, "judge.engine")
     judge = build(cfg.judge, "judge", engine=engine)
     with stage_progress("eval-judge (pairs x2 orders)", len(pairs)) as advance:
         report, judgments = evaluate_judge(

@@ -1,20 +1,30 @@
 """Shared test settings.
 
-Converted models are cached under CHARTER_CACHE_DIR (default: the user cache), so the real
-SmolLM2 GGUF is converted once per machine, not once per test.
+Converted models are shared with the user cache (CHARTER_CACHE_DIR or ~/.cache/charter), so the
+real SmolLM2 GGUF is converted once per machine; the call cache is private to the session.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault(
-    "CHARTER_CACHE_DIR",
-    str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "charter"),
+_USER_CACHE = Path(
+    os.environ.get("CHARTER_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "charter"
 )
+# Each test session gets its own call cache (so a test that expects model calls makes them),
+# while converted models stay shared: the 35 s GGUF conversion happens once per machine.
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="charter-tests-"))
+(_USER_CACHE / "models").mkdir(parents=True, exist_ok=True)
+(_SESSION_CACHE / "models").symlink_to(_USER_CACHE / "models", target_is_directory=True)
+os.environ["CHARTER_CACHE_DIR"] = str(_SESSION_CACHE)
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -1,0 +1,182 @@
+"""The call cache: only new chats reach the model, results are exact, and sharing is safe."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from charter.call_cache import CachedEngine, CallCache
+from charter.generators.engine import SamplingSettings
+from charter.generators.fake_engine import FakeEngine
+from charter.generators.transformers_engine import TransformersEngine
+from charter.records import Chat, Completion
+from tests.engine_fixtures import build_tiny_llama
+
+SAMPLING = SamplingSettings(max_new_tokens=8, temperature=0.8, seed=3)
+
+
+def user(text: str) -> Chat:
+    return [{"role": "user", "content": text}]
+
+
+CHATS = [user("Hi"), user("How do I boil an egg?"), user("What is 2 + 2?")]
+
+
+class RecordingEngine:
+    """A FakeEngine that records every batch it is asked for."""
+
+    def __init__(self, model_id: str = "fake") -> None:
+        self.fake = FakeEngine(model_id)
+        self.model_id = model_id
+        self.context_length = self.fake.context_length
+        self.batches: list[list[Chat]] = []
+
+    def count_tokens(self, chats: Sequence[Chat]) -> list[int]:
+        return self.fake.count_tokens(chats)
+
+    def generate(
+        self, chats: Sequence[Chat], sampling: SamplingSettings, n: int = 1
+    ) -> list[list[Completion]]:
+        self.batches.append(list(chats))
+        return self.fake.generate(chats, sampling, n)
+
+    def choice_logprobs(
+        self, chats: Sequence[Chat], choices: Sequence[str]
+    ) -> list[dict[str, float]]:
+        self.batches.append(list(chats))
+        return self.fake.choice_logprobs(chats, choices)
+
+
+def cached(tmp_path: Path, fingerprint: str = "w1") -> tuple[CachedEngine, RecordingEngine]:
+    inner = RecordingEngine()
+    return CachedEngine(inner, CallCache(tmp_path / "calls.sqlite"), fingerprint), inner
+
+
+def test_only_misses_reach_the_engine_in_one_batch_and_results_are_unchanged(tmp_path):
+    engine, inner = cached(tmp_path)
+    first = engine.generate(CHATS[:2], SAMPLING, n=2)
+    assert (engine.stats.hits, engine.stats.misses, engine.stats.calls) == (0, 2, 1)
+    mixed = engine.generate(CHATS, SAMPLING, n=2)
+    assert inner.batches[-1] == [CHATS[2]]  # the one new chat, alone
+    assert (engine.stats.hits, engine.stats.misses, engine.stats.calls) == (2, 3, 2)
+    assert mixed[:2] == first
+    assert mixed == FakeEngine().generate(CHATS, SAMPLING, n=2)
+    scores = engine.choice_logprobs(CHATS, ["A", "B"])
+    again = engine.choice_logprobs(CHATS, ["A", "B"])
+    assert scores == again == FakeEngine().choice_logprobs(CHATS, ["A", "B"])
+    assert list(again[0]) == ["A", "B"]
+    assert engine.stats.calls == 3  # the second scoring call never reached the engine
+
+
+def test_a_repeated_chat_is_computed_once(tmp_path):
+    engine, inner = cached(tmp_path)
+    out = engine.choice_logprobs([CHATS[0], CHATS[1], CHATS[0]], ["A", "B"])
+    assert inner.batches == [[CHATS[0], CHATS[1]]]
+    assert out[0] == out[2]
+    assert (engine.stats.hits, engine.stats.misses) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["seed", "temperature", "n", "fingerprint", "chat", "model"],
+)
+def test_anything_that_changes_the_result_changes_the_key(tmp_path, change):
+    engine, _ = cached(tmp_path)
+    engine.generate(CHATS[:1], SAMPLING, n=1)
+    sampling, n, chats, fingerprint, model = SAMPLING, 1, CHATS[:1], "w1", "fake"
+    if change == "seed":
+        sampling = SamplingSettings(max_new_tokens=8, temperature=0.8, seed=4)
+    elif change == "temperature":
+        sampling = SamplingSettings(max_new_tokens=8, temperature=0.7, seed=3)
+    elif change == "n":
+        n = 2
+    elif change == "fingerprint":
+        fingerprint = "w2"
+    elif change == "chat":
+        chats = [user("Hi!")]
+    else:
+        model = "other"
+    inner = RecordingEngine(model)
+    other = CachedEngine(inner, engine.cache, fingerprint)
+    other.generate(chats, sampling, n=n)
+    assert other.stats.misses == 1
+    # and nothing else: the same call again is a hit
+    again = CachedEngine(RecordingEngine(), engine.cache, "w1")
+    again.generate(CHATS[:1], SAMPLING, n=1)
+    assert again.stats.hits == 1
+
+
+def test_choices_are_part_of_the_key(tmp_path):
+    engine, _ = cached(tmp_path)
+    engine.choice_logprobs(CHATS, ["A", "B"])
+    engine.choice_logprobs(CHATS, ["B", "A"])
+    assert engine.stats.misses == 6
+
+
+def test_results_outlive_the_process_that_stored_them(tmp_path):
+    engine, _ = cached(tmp_path)
+    expected = engine.choice_logprobs(CHATS, ["A", "B"])
+    fresh, inner = cached(tmp_path)  # a new CallCache on the same file, like a new run
+    assert fresh.choice_logprobs(CHATS, ["A", "B"]) == expected
+    assert inner.batches == [] and fresh.stats.hits == 3
+
+
+def test_stats_and_prune_by_model_and_by_age(tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    cache.put_many([("k1", 1), ("k2", 2)], kind="generate", model="gen")
+    cache.put_many([("k3", 3)], kind="choice_logprobs", model="judge")
+    summary = cache.summary()
+    assert summary.entries == 3 and summary.file_bytes > 0
+    assert [(m.model, m.entries) for m in summary.models] == [("gen", 2), ("judge", 1)]
+    assert cache.prune(model="judge") == 1
+    assert cache.prune(older_than_days=1) == 0  # everything is seconds old
+    time.sleep(0.05)
+    assert cache.prune(older_than_days=0.01 / 86400) == 2
+    assert cache.summary().entries == 0
+    with pytest.raises(ValueError):
+        cache.prune()
+
+
+def _hammer(path: str, worker: int) -> None:
+    cache = CallCache(path, timeout_s=30)
+    for i in range(60):
+        # half the keys are shared by both workers, as when two runs compute the same call
+        key = f"shared-{i}" if i % 2 else f"own-{worker}-{i}"
+        cache.put_many([(key, {"i": i})], kind="generate", model=f"m{worker}")
+        assert cache.get_many([key])[key] == {"i": i}
+
+
+def test_two_processes_write_one_cache_at_once(tmp_path):
+    path = str(tmp_path / "calls.sqlite")
+    CallCache(path)
+    ctx = multiprocessing.get_context("fork")  # the workers touch only sqlite
+    workers = [ctx.Process(target=_hammer, args=(path, w)) for w in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert CallCache(path).summary().entries == 30 + 2 * 30
+
+
+def test_transformers_results_through_the_cache_equal_uncached(tmp_path):
+    """Seeds follow (seed, sample, prompt), so sending only the misses changes no sample.
+
+    batch_size=1 takes padding out of the comparison: a random model's flat distributions let
+    last-bit padding noise tip draws (the engine documents this), which is not the cache's doing.
+    """
+    model = TransformersEngine(str(build_tiny_llama(tmp_path / "tiny")), batch_size=1)
+    uncached_text = model.generate(CHATS, SAMPLING, n=2)
+    uncached_scores = model.choice_logprobs(CHATS, [" A", " B"])
+    engine = CachedEngine(model, CallCache(tmp_path / "calls.sqlite"), model.weights_sha256)
+    engine.generate(CHATS[1:2], SAMPLING, n=2)  # cache one chat first: the rest go as misses
+    assert engine.generate(CHATS, SAMPLING, n=2) == uncached_text
+    engine.choice_logprobs(CHATS[2:], [" A", " B"])
+    through = engine.choice_logprobs(CHATS, [" A", " B"])
+    for got, want in zip(through, uncached_scores, strict=True):
+        assert got == want
+    assert engine.stats.misses == 3 + 3 and engine.stats.hits == 1 + 1
