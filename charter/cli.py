@@ -8,6 +8,7 @@ the file, row and field, and exit status 2; never a traceback.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ commands:
   pairs        select pairs and publish the dataset:   charter pairs run_dir=DIR
   validate     check constitution files:               charter validate FILE [FILE ...]
   eval-judge   agreement of a judge with human labels: charter eval-judge data=FILE
+               (compare judges: charter eval-judge data=FILE judge=pairwise,pointwise)
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
@@ -122,7 +124,35 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if command in STAGE_COMMANDS or command == "run":
         rest = with_run_overrides(rest)
+    sweep_dir = None
+    if command == "eval-judge":
+        rest, sweep_dir = comparison_sweep(rest)
     register_resolvers()
     config_name, task = tasks[command]
     sys.argv = [f"charter {command}", *rest]
     _hydra_app(config_name, task)()
+    if sweep_dir is not None and sweep_dir.exists():
+        from charter.judges.compare_table import write_comparison
+
+        print(write_comparison(sweep_dir), end="")
+        console.print(f"comparison written to {sweep_dir}/comparison.{{md,json}}")
+
+
+def comparison_sweep(args: list[str]) -> tuple[list[str], Path | None]:
+    """``eval-judge judge=a,b,c`` compares judges: run it as a sweep into a known folder.
+
+    Hydra sweeps only with ``-m``; a comma list of judges without it would be an error, so we
+    add ``-m`` and pin the sweep dir to collect every job's metrics into one table afterwards.
+    """
+    multirun = "-m" in args or "--multirun" in args
+    listed = any(_override_key(a) == "judge" and "," in a for a in args)
+    if not (multirun or listed):
+        return args, None
+    given = next((a.split("=", 1)[1] for a in args if _override_key(a) == "hydra.sweep.dir"), None)
+    if given is None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        given = f"outputs/eval-judge/compare_{stamp}"
+        args = [*args, f"hydra.sweep.dir={given}"]
+    if not multirun:
+        args = ["-m", *args]
+    return args, Path(given)

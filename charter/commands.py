@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,13 @@ from charter.call_cache import CallStats
 from charter.constitution import format_problems, load_constitution, validate_constitution
 from charter.dataset_card import CardFacts, render_card
 from charter.errors import InputError
+from charter.generators.counting import TokenCountingEngine
 from charter.generators.stage import generate_candidates
 from charter.human_prefs import load_human_pairs
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
+from charter.judges.calibration import reliability
 from charter.judges.evaluate import evaluate_judge
+from charter.judges.injection import ATTACKS
 from charter.judges.stage import judge_candidates
 from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
@@ -316,28 +319,47 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
-    """``charter eval-judge``: agreement of the configured judge with human labels."""
+    """``charter eval-judge``: agreement, biases, calibration and cost against human labels."""
     path = resolve_path(cfg.data)
     pairs, rejects = load_human_pairs(path, limit=cfg.limit)
     if not pairs:
         raise InputError("no usable human-labelled pairs", file=str(path))
     constitution = _constitution(cfg)
-    engine = _engines(cfg).get(cfg.judge.engine, "judge.engine")
+    engine = TokenCountingEngine(_engines(cfg).get(cfg.judge.engine, "judge.engine"))
     judge = build(cfg.judge, "judge", engine=engine)
-    with stage_progress("eval-judge (pairs x2 orders)", len(pairs)) as advance:
-        report, judgments = evaluate_judge(
+    attacked_n = min(cfg.injection_pairs, len(pairs)) * len(ATTACKS)
+    with stage_progress("eval-judge (comparisons)", len(pairs) + attacked_n) as advance:
+        report, judgments, attacked = evaluate_judge(
             pairs,
             judge,
             constitution,
             seed=cfg.seed,
             principle=cfg.principle,
             chunk_size=cfg.chunk_size,
+            injection_pairs=cfg.injection_pairs,
             on_progress=advance,
         )
+    report = replace(
+        report, tokens_per_comparison=engine.prompt_tokens / (len(judgments) + len(attacked))
+    )
     rows = [{**to_row(j), "human_choice": "chosen"} for j in judgments]
     write_jsonl_atomic(run_dir / "verdicts.jsonl", rows)
+    if attacked:
+        write_jsonl_atomic(run_dir / "injection_verdicts.jsonl", [to_row(j) for j in attacked])
     if rejects:
         write_jsonl_atomic(run_dir / "rejects.jsonl", [asdict(r) for r in rejects])
-    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()}
+    result = {
+        "judge": judge_label(cfg),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()},
+    }
+    reliability_rows = [asdict(b) for b in reliability([j.p_a for j in judgments])]
     write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_text_atomic(run_dir / "reliability.json", json.dumps(reliability_rows, indent=2) + "\n")
+    print(json.dumps(result), flush=True)
+
+
+def judge_label(cfg: DictConfig) -> str:
+    """A short name for a judge configuration: method, model and the options that differ."""
+    target = str(cfg.judge._target_).rsplit(".", 1)[-1]
+    engine = cfg.judge.engine
+    return f"{target}({engine.get('model') or engine.get('model_id') or engine._target_})"

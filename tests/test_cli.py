@@ -180,3 +180,40 @@ def test_multirun_sweeps_over_constitutions(tmp_path: Path) -> None:
         for i in (0, 1)
     }
     assert len(hashes) == 2
+
+
+def test_eval_judge_compares_judges_in_one_table(tmp_path: Path) -> None:
+    data = tmp_path / "prefs.jsonl"
+    rows = [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": f"question {i}"}],
+            "chosen": "a fairly long and careful answer " * (1 + i % 2),
+            "rejected": "short",
+            "dimension": "helpfulness",
+        }
+        for i in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sweep = tmp_path / "cmp"
+    result = charter(
+        "eval-judge",
+        f"data={data}",
+        "judge=pairwise,pointwise",
+        "engine@judge.engine=fake",
+        "injection_pairs=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    table = json.loads((sweep / "comparison.json").read_text())
+    assert [row["judge"].split("(")[0] for row in table] == [
+        "PairwiseLogprobJudge",
+        "PointwiseScoreJudge",
+    ]
+    for row in table:
+        assert row["n"] == 4 and row["length_baseline_agreement"] == 1.0
+        assert row["injection_flip_rate"] is not None and 0.0 <= row["ece"] <= 0.5
+    assert "| judge |" in (sweep / "comparison.md").read_text()
+    injected = (sweep / "0" / "injection_verdicts.jsonl").read_text().splitlines()
+    assert len(injected) == 2 * 6  # 2 pairs x 6 attacks

@@ -3,7 +3,10 @@
 Each human pair is judged in both orders like any comparison, with the human-chosen response as
 candidate a, so ``p_a`` is the judge's probability that the human choice is better. Beside
 agreement we report the biases that inflate or hide it: how often the judge picks the first
-position, how often it picks the longer response, and what "pick the longer one" alone scores.
+position, how often it picks the longer response, what "pick the longer one" alone scores, and
+a length-controlled agreement (the mean of agreement where the human choice is the longer and
+where it is the shorter response, so "pick the longer one" scores exactly 0.5). Calibration
+(ECE) and the injection flip rate on attacked copies of the first pairs complete the picture.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 
 from charter.constitution import Constitution
 from charter.human_prefs import HumanPair
+from charter.judges.calibration import expected_calibration_error
+from charter.judges.injection import adversarial_pairs, flip_rate
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
 from charter.records import Judgment
@@ -30,7 +35,12 @@ class JudgeReport:
     first_position_rate: float
     prefers_longer_rate: float
     length_baseline_agreement: float
+    length_controlled_agreement: float
+    ece: float
+    injection_flip_rate: float | None
     seconds: float
+    seconds_per_comparison: float
+    tokens_per_comparison: float | None = None
 
 
 def _hard(p: float) -> float:
@@ -57,8 +67,21 @@ def comparisons_for(
     ]
 
 
+def _length_controlled(pairs: Sequence[HumanPair], judgments: Sequence[Judgment]) -> float:
+    strata: dict[bool, list[float]] = {True: [], False: []}
+    for pair, j in zip(pairs, judgments, strict=True):
+        if len(pair.chosen) != len(pair.rejected):
+            strata[len(pair.chosen) > len(pair.rejected)].append(_hard(j.p_a))
+    means = [sum(v) / len(v) for v in strata.values() if v]
+    return sum(means) / len(means) if means else 0.5
+
+
 def report(
-    pairs: Sequence[HumanPair], judgments: Sequence[Judgment], seconds: float
+    pairs: Sequence[HumanPair],
+    judgments: Sequence[Judgment],
+    seconds: float,
+    *,
+    injection_flip_rate: float | None = None,
 ) -> JudgeReport:
     """Agreement and bias figures for judgments made with a = the human choice."""
     n = len(judgments)
@@ -88,8 +111,27 @@ def report(
         first_position_rate=first_picks / (2 * n),
         prefers_longer_rate=longer / decided if decided else 0.5,
         length_baseline_agreement=baseline / n,
+        length_controlled_agreement=_length_controlled(pairs, judgments),
+        ece=expected_calibration_error([j.p_a for j in judgments]),
+        injection_flip_rate=injection_flip_rate,
         seconds=seconds,
+        seconds_per_comparison=seconds / n,
     )
+
+
+def _judge_all(
+    comparisons: Sequence[Comparison],
+    judge: Judge,
+    chunk_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> list[Judgment]:
+    judgments: list[Judgment] = []
+    for i in range(0, len(comparisons), chunk_size):
+        chunk = comparisons[i : i + chunk_size]
+        judgments.extend(judge.judge(chunk))
+        if on_progress:
+            on_progress(len(chunk))
+    return judgments
 
 
 def evaluate_judge(
@@ -100,15 +142,51 @@ def evaluate_judge(
     seed: int = 0,
     principle: str | None = None,
     chunk_size: int = 32,
+    injection_pairs: int = 0,
     on_progress: Callable[[int], None] | None = None,
-) -> tuple[JudgeReport, list[Judgment]]:
-    """Judge every human pair in both orders and report agreement and biases."""
+) -> tuple[JudgeReport, list[Judgment], list[Judgment]]:
+    """Judge every human pair in both orders and report agreement and biases.
+
+    Args:
+        pairs: human-labelled pairs.
+        judge: the judge under test.
+        constitution: principles (one drawn per pair unless ``principle`` names one).
+        seed: drives the principle draw.
+        principle: judge every pair under this principle id instead.
+        chunk_size: comparisons per judge call.
+        injection_pairs: attack the first N pairs with every injection in
+            :mod:`charter.judges.injection` and report the flip rate (0: skip).
+        on_progress: called with the number of comparisons just finished.
+
+    Returns:
+        the report, the clean judgments (one per pair) and the attacked ones.
+    """
     comparisons = comparisons_for(pairs, constitution, seed=seed, principle=principle)
     start = time.perf_counter()
-    judgments: list[Judgment] = []
-    for i in range(0, len(comparisons), chunk_size):
-        chunk = comparisons[i : i + chunk_size]
-        judgments.extend(judge.judge(chunk))
-        if on_progress:
-            on_progress(len(chunk))
-    return report(pairs, judgments, time.perf_counter() - start), judgments
+    judgments = _judge_all(comparisons, judge, chunk_size, on_progress)
+    seconds = time.perf_counter() - start
+    attacked: list[Judgment] = []
+    rate = None
+    if injection_pairs > 0:
+        targets = list(pairs[:injection_pairs])
+        variants = adversarial_pairs(targets)
+        # the attacked copy keeps its clean pair's principle, so only the attack differs
+        clean_by_id = {c.prompt_id: c for c in comparisons}
+        attacked_comparisons = [
+            Comparison(
+                prompt_id=v.pair.id,
+                messages=v.pair.messages,
+                candidate_a="chosen",
+                response_a=v.pair.chosen,
+                candidate_b="rejected",
+                response_b=v.pair.rejected,
+                principle=clean_by_id[v.pair.id.split("#")[0]].principle,
+            )
+            for v in variants
+        ]
+        attacked = _judge_all(attacked_comparisons, judge, chunk_size, on_progress)
+        clean_p = {j.prompt_id: j.p_a for j in judgments}
+        rate = flip_rate(
+            [clean_p[a.prompt_id.split("#")[0]] for a in attacked], [a.p_a for a in attacked]
+        )
+    return report(pairs, judgments, seconds, injection_flip_rate=rate), judgments, attacked
