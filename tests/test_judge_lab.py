@@ -100,3 +100,32 @@ def test_pointwise_judge_through_the_real_model() -> None:
         assert 1.0 <= j.raw["score_a"] <= 9.0 and 1.0 <= j.raw["score_b"] <= 9.0
         assert math.isfinite(j.p_a)
     assert forward.p_a == pytest.approx(1 - backward.p_a, abs=1e-4)
+
+
+def test_chain_of_thought_keeps_critiques_and_clamps_each_order() -> None:
+    from charter.judges.chain_of_thought import PairwiseCoTJudge
+
+    judge = PairwiseCoTJudge(FakeEngine(bias=5.0), critique_tokens=8)
+    forward, backward = judge.judge(
+        [comparison("one two", "three"), comparison("three", "one two")]
+    )
+    for j in (forward, backward):
+        assert j.raw["critique_a_first"] and j.raw["critique_b_first"]
+        assert 0.4 - 1e-9 <= j.p_first_order <= 0.6 + 1e-9
+        assert 0.4 - 1e-9 <= j.p_swapped <= 0.6 + 1e-9
+    with pytest.raises(ValueError, match="clamp"):
+        PairwiseCoTJudge(FakeEngine(), clamp=(0.6, 0.4))
+
+
+@pytest.mark.slow
+def test_chain_of_thought_through_the_real_model() -> None:
+    from charter.generators.transformers_engine import TransformersEngine
+    from charter.judges.chain_of_thought import PairwiseCoTJudge
+
+    judge = PairwiseCoTJudge(
+        TransformersEngine("smollm2-135m-instruct", batch_size=8), critique_tokens=16
+    )
+    good = "Steep green tea for two to three minutes in water just below boiling."
+    (j,) = judge.judge([comparison(good, "I don't know.")])
+    assert len(j.raw["critique_a_first"].split()) >= 2
+    assert 0.4 <= j.p_a <= 0.6 and set(j.raw["logprobs_a_first"]) == {"A", "B"}
