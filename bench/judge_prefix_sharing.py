@@ -1,8 +1,8 @@
 """Time the judge's ``choice_logprobs`` with and without shared-prefix KV reuse on SmolLM2.
 
 Builds the chats the pairwise judge sends for 8 quickstart prompts x 4 candidates (~45 words
-each): all 6 pairs per prompt, both orders, 96 chats. Both engines share one loaded model and
-run side by side, median of 3, on the same chats.
+each): all 6 pairs per prompt, both orders, 96 chats. One loaded engine scores them with
+``share_prefixes`` off and on, interleaved, median of 3.
 
     .venv/bin/python -m bench.judge_prefix_sharing [--repeats 3] [--threads 2]
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from charter.constitution import load_constitution
+from charter.generators.prefix_scoring import plan_segments
 from charter.generators.transformers_engine import TransformersEngine
 from charter.judges.pairwise import PairwiseLogprobJudge
 from charter.judges.stage import build_comparisons
@@ -70,31 +71,38 @@ class _NoEngine:
     context_length = 0
 
 
-def _timed(engine: TransformersEngine, chats: list[Chat]) -> tuple[float, list[dict[str, float]]]:
+def _timed(
+    engine: TransformersEngine, chats: list[Chat], share: bool
+) -> tuple[float, list[dict[str, float]]]:
+    engine.share_prefixes = share
     start = time.perf_counter()
     scores = engine.choice_logprobs(chats, ["A", "B"])
     return time.perf_counter() - start, scores
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print both timings, their ratio and the largest score difference."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    shared = TransformersEngine(MODEL, batch_size=args.batch_size)
-    unshared = TransformersEngine(MODEL, batch_size=args.batch_size, share_prefixes=False)
-    unshared.model = shared.model  # one copy of the weights, so both runs see the same caches
+    engine = TransformersEngine(MODEL, batch_size=args.batch_size)
     chats = judge_chats()
-    lengths = shared.count_tokens(chats)
-    print(f"{len(chats)} chats, {statistics.mean(lengths):.0f} tokens on average")
+    ids = [ids for _, ids in engine._render(chats)]
+    segments = plan_segments(ids, [1] * len(ids), engine.min_shared_prefix)
+    run = sum(len(s.tokens) for s in segments)
+    total = sum(map(len, ids))
+    print(f"{len(chats)} chats, {total / len(ids):.0f} tokens on average")
+    print(f"shared prefixes leave {run} of {total} tokens to run ({run / total:.0%})")
     times: dict[str, list[float]] = {"unshared": [], "shared": []}
     results = {}
-    for _ in range(args.repeats):
-        for name, engine in (("unshared", unshared), ("shared", shared)):
-            seconds, results[name] = _timed(engine, chats)
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        for name in times:
+            seconds, results[name] = _timed(engine, chats, share=name == "shared")
             times[name].append(seconds)
+            print(f"{name:>8}: {seconds:.2f} s", flush=True)
     worst = max(
         abs(s[c] - u[c])
         for s, u in zip(results["shared"], results["unshared"], strict=True)

@@ -6,16 +6,23 @@ change a result. The real model checks what does: stopping, prefills, seeds on r
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import pytest
+from transformers import MistralConfig, MistralForCausalLM
 
 from charter.errors import InputError
 from charter.generators.engine import SamplingSettings
 from charter.generators.fake_engine import FakeEngine
+from charter.generators.prefix_scoring import plan_segments, supports_prefix_sharing
 from charter.generators.transformers_engine import TransformersEngine
+from charter.judges.pairwise import PairwiseLogprobJudge
+from charter.judges.protocol import Comparison
+from charter.records import Chat
 from tests.engine_fixtures import SMOLLM2, build_tiny_llama
+from tests.fixtures import principle
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -31,6 +38,34 @@ CHATS = [
 ]
 
 
+def judge_chats(num_prompts: int = 2, num_candidates: int = 3) -> list[Chat]:
+    """The pairwise judge's chats: all pairs per prompt, both orders (long shared prefixes)."""
+    judge = PairwiseLogprobJudge(FakeEngine())
+    chats = []
+    for p in range(num_prompts):
+        replies = [
+            f"Reply {k} to prompt {p}: " + " ".join(f"step {k * j} then" for j in range(8))
+            for k in range(num_candidates)
+        ]
+        for a, b in itertools.combinations(range(num_candidates), 2):
+            comparison = Comparison(
+                prompt_id=f"p{p}",
+                messages=user(f"Question {p}: how do I do thing number {p} well?"),
+                candidate_a=f"p{p}/{a}",
+                response_a=replies[a],
+                candidate_b=f"p{p}/{b}",
+                response_b=replies[b],
+                principle=principle(f"principle-{a}{b}"),
+            )
+            chats.extend(judge.chat(comparison, swapped=s) for s in (False, True))
+    return chats
+
+
+# Judge chats interleaved with chats that share nothing, and one chat twice (a group of 2 whose
+# shared prefix must stop before the last token).
+MIXED_CHATS = [*judge_chats()[:7], *CHATS, *judge_chats()[7:], CHATS[1]]
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
@@ -44,6 +79,11 @@ def tiny(tiny_dir: Path) -> TransformersEngine:
 @pytest.fixture(scope="module")
 def tiny_unbatched(tiny_dir: Path) -> TransformersEngine:
     return TransformersEngine(str(tiny_dir), batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_unshared(tiny_dir: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_dir), batch_size=4, share_prefixes=False)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +114,49 @@ def test_single_token_path_matches_full_sequence_scoring(tiny):
     full = tiny.choice_logprobs(CHATS, [" A", " B", " A B"])
     for f, s in zip(fast, full, strict=True):
         assert f[" A"] - f[" B"] == pytest.approx(s[" A"] - s[" B"], abs=1e-4)
+
+
+def test_shared_prefixes_give_the_unshared_scores_in_input_order(tiny, tiny_unshared):
+    assert tiny.share_prefixes and not tiny_unshared.share_prefixes
+    for choices in (["A", "B"], ["A", " B then C"]):  # one token; several tokens
+        shared = tiny.choice_logprobs(MIXED_CHATS, choices)
+        unshared = tiny_unshared.choice_logprobs(MIXED_CHATS, choices)
+        assert all(close(s, u, 1e-4) for s, u in zip(shared, unshared, strict=True))
+        reversed_shared = tiny.choice_logprobs(MIXED_CHATS[::-1], choices)[::-1]
+        assert all(close(r, u, 1e-4) for r, u in zip(reversed_shared, unshared, strict=True))
+    # Groups of one: a chat alone, and the same chat among others that share its prefix.
+    alone = tiny.choice_logprobs(MIXED_CHATS[:1], ["A", "B"])[0]
+    assert close(alone, tiny_unshared.choice_logprobs(MIXED_CHATS[:1], ["A", "B"])[0], 1e-4)
+
+
+def test_judge_chats_share_most_of_their_tokens(tiny):
+    ids = [ids for _, ids in tiny._render(judge_chats(num_prompts=2, num_candidates=4))]
+    segments = plan_segments(ids, [1] * len(ids), min_shared=16)
+    # Each sequence is its ancestors' tokens plus its own tail, scored exactly once.
+    tails = {s.sequence: s for s in segments if s.sequence is not None}
+    assert sorted(tails) == list(range(len(ids)))
+    for i, tail in tails.items():
+        tokens, parent = tail.tokens, tail.parent
+        while parent is not None:
+            tokens, parent = segments[parent].tokens + tokens, segments[parent].parent
+        assert tokens == ids[i] and tail.start + len(tail.tokens) == len(ids[i])
+    assert all(len(s.tokens) >= 16 for s in segments if s.sequence is None)
+    # system + conversation, then each first response: about half the tokens run at all.
+    assert sum(len(s.tokens) for s in segments) < 0.6 * sum(map(len, ids))
+
+
+def test_models_with_sliding_windows_do_not_share_prefixes(tiny):
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=8,
+    )
+    assert not supports_prefix_sharing(MistralForCausalLM(config))
+    assert supports_prefix_sharing(tiny.model)
 
 
 def test_leading_space_makes_a_different_choice(tiny):
@@ -171,6 +254,15 @@ def test_choice_logprobs_are_renormalised_and_batch_invariant(smol):
     for chat, scores in zip(CHATS, batched, strict=True):
         assert math.isclose(sum(math.exp(v) for v in scores.values()), 1.0, abs_tol=1e-5)
         assert close(scores, smol.choice_logprobs([chat], [" A", " B"])[0], 1e-4)
+
+
+@pytest.mark.slow
+def test_real_shared_prefixes_give_the_unshared_scores(smol, monkeypatch):
+    chats = [*judge_chats(num_prompts=2, num_candidates=3), *CHATS[:2]]
+    shared = smol.choice_logprobs(chats, ["A", "B"])
+    monkeypatch.setattr(smol, "share_prefixes", False)
+    unshared = smol.choice_logprobs(chats, ["A", "B"])
+    assert all(close(s, u, 1e-4) for s, u in zip(shared, unshared, strict=True))
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The transformers backend: a causal LM on CPU (or one GPU) behind the Engine protocol.
 
 Requests are sorted by length and run in left-padded batches, so padding stays small and the
-newest token of every row sits in the last column (what both sampling and scoring read).
+newest token of every row sits in the last column (what both sampling and scoring read). Scoring
+computes each prefix shared by several chats once (see :mod:`charter.generators.prefix_scoring`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import (
 from charter.errors import InputError
 from charter.generators.engine import SamplingSettings
 from charter.generators.model_files import resolve_model, weights_fingerprint
+from charter.generators.prefix_scoring import shared_prefix_logprobs, supports_prefix_sharing
 from charter.records import Chat, Completion
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,6 +44,11 @@ class TransformersEngine:
             otherwise injects its own default system prompt).
         cache_dir: where embedded models are converted; defaults to the charter cache.
         num_threads: torch CPU threads. This is process-wide (``torch.set_num_threads``).
+        share_prefixes: in :meth:`choice_logprobs`, compute a token prefix shared by several
+            chats once and reuse its keys and values (a judge's chats repeat the system prompt,
+            conversation and first response). Same scores up to float rounding; ignored for
+            models whose cache is not plain full attention (sliding windows, linear attention).
+        min_shared_prefix: the fewest shared tokens worth a cached prefix.
 
     Attributes:
         model_id: the name given, for provenance.
@@ -61,11 +68,15 @@ class TransformersEngine:
         system_prompt: str | None = None,
         cache_dir: str | None = None,
         num_threads: int | None = None,
+        share_prefixes: bool = True,
+        min_shared_prefix: int = 16,
     ) -> None:
         if dtype not in _DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}", field="dtype")
         if batch_size < 1:
             raise InputError("batch_size must be at least 1", field="batch_size")
+        if min_shared_prefix < 1:
+            raise InputError("min_shared_prefix must be at least 1", field="min_shared_prefix")
         if num_threads:
             torch.set_num_threads(num_threads)
         path = resolve_model(model, Path(cache_dir) if cache_dir else None)
@@ -78,6 +89,8 @@ class TransformersEngine:
         self.model.to(device).eval()
         self.device = torch.device(device)
         self.context_length = max_context or self.model.config.max_position_embeddings
+        self.share_prefixes = share_prefixes and supports_prefix_sharing(self.model)
+        self.min_shared_prefix = min_shared_prefix
         tok = self.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -140,9 +153,12 @@ class TransformersEngine:
         """Log-probability of each choice as the reply to each chat, renormalised over choices.
 
         Each choice is tokenized as it would follow the rendered prompt (so " A" and "A" are
-        different tokens). When every choice is one token, each batch is one forward pass reading
-        only the last position; otherwise each (chat, choice) sequence is scored in full, summing
-        its tokens' log-probs.
+        different tokens). When every choice is one token, each chat is scored at its last
+        position; otherwise each (chat, choice) sequence is scored in full, summing its tokens'
+        log-probs. With ``share_prefixes``, a token prefix common to several sequences (a chat's
+        prompt under each choice, or a judge's system prompt, conversation and first response)
+        runs through the model once and its cached keys and values are reused; the scores are
+        the same up to float rounding.
 
         Raises:
             InputError: choices are empty, repeated, or tokenize identically; or prompt + choice
@@ -224,7 +240,21 @@ class TransformersEngine:
     def _last_logprobs(
         self, seqs: Sequence[list[int]], keeps: Sequence[int]
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(index, log-softmax over the vocab at the last keeps[index] positions)``."""
+        """Yield ``(index, log-softmax over the vocab at the last keeps[index] positions)``.
+
+        With ``share_prefixes`` the work goes to :func:`shared_prefix_logprobs`; otherwise every
+        sequence runs in full, longest first, in left-padded batches.
+        """
+        if self.share_prefixes:
+            yield from shared_prefix_logprobs(
+                self.model,
+                seqs,
+                keeps,
+                batch_size=self.batch_size,
+                min_shared=self.min_shared_prefix,
+                pad_id=self._pad_id,
+            )
+            return
         order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k]))
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
