@@ -1,0 +1,381 @@
+"""OpenAIEngine against real HTTP servers on loopback.
+
+Fast tests run a small OpenAI-shaped server written here (``http.server``): it fails on cue, so
+retries, backoff, timeouts, concurrency and the handling of the API key are tested over real
+sockets in the main venv. The slow tests start a real ``vllm serve`` on 127.0.0.1 and check what
+only a real model shows: seeds, prefills, and choice scores that agree with the transformers
+engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charter.errors import InputError
+from charter.generators.engine import SamplingSettings
+from charter.generators.openai_engine import OpenAIEngine
+
+SECRET = "sk-test-0123456789-do-not-log"
+SAMPLING = SamplingSettings(max_new_tokens=16, temperature=0.8, top_p=0.95, seed=3)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# --- a small OpenAI-shaped server that misbehaves on cue --------------------------------------
+
+
+@dataclass
+class Script:
+    """What the server does: fail with ``statuses`` first, stall ``stall_s`` on the first call."""
+
+    statuses: list[int] = field(default_factory=list)
+    stall_s: float = 0.0
+    delay_s: float = 0.0
+    top_logprobs: list[tuple[str, float]] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ScriptedServer
+
+    def log_message(self, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply(200, {"data": [{"id": "tiny", "max_model_len": 512}]})
+
+    def do_POST(self) -> None:
+        script = self.server.script
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with script.lock:
+            first = not script.seen
+            script.seen.append({"auth": self.headers.get("Authorization"), "body": body})
+            script.in_flight += 1
+            script.max_in_flight = max(script.max_in_flight, script.in_flight)
+            status = script.statuses.pop(0) if script.statuses else 200
+        try:
+            time.sleep(script.stall_s if first else script.delay_s)
+            if status != 200:
+                headers = {"Retry-After": "0"} if status == 429 else {}
+                self._reply(status, {"error": {"message": f"scripted {status}"}}, headers)
+                return
+            self._reply(200, self._completion(body))
+        finally:
+            with script.lock:
+                script.in_flight -= 1
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        last = body["messages"][-1]["content"]
+        top = [{"token": t, "logprob": lp} for t, lp in self.server.script.top_logprobs]
+        return {
+            "choices": [
+                {
+                    "index": k,
+                    "message": {
+                        "role": "assistant",
+                        "content": f" {last} #{k} {body.get('seed')} ",
+                    },
+                    "finish_reason": "length" if k else "stop",
+                    "logprobs": {"content": [{"token": "x", "logprob": 0.0, "top_logprobs": top}]},
+                }
+                for k in range(body.get("n", 1))
+            ],
+            "usage": {"completion_tokens": 5 * body.get("n", 1)},
+        }
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, script: Script) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.script = script
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is the point of one test
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def base_url(script: Script) -> Iterator[str]:
+    server = ScriptedServer(script)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def engine_for(base_url: str, **kwargs: Any) -> OpenAIEngine:
+    kwargs = {"max_retries": 3, "backoff_s": 0.01, "timeout_s": 5.0, **kwargs}
+    return OpenAIEngine("tiny", base_url=base_url, **kwargs)
+
+
+def test_429_and_503_are_retried_until_the_answer_comes(script, base_url):
+    script.statuses = [429, 503]
+    engine = engine_for(base_url)
+    out = engine.generate([user("hello")], SAMPLING, n=2)
+    assert len(script.seen) == 3
+    assert [c.text.split(" #")[0] for c in out[0]] == ["hello", "hello"]
+    assert [c.finish_reason for c in out[0]] == ["stop", "length"]
+    assert engine.context_length == 512  # read from the server's model list
+
+
+def test_a_timeout_is_retried(script, base_url):
+    script.stall_s = 2.0
+    out = engine_for(base_url, timeout_s=0.5).generate([user("slow")], SAMPLING)
+    assert out[0][0].text.startswith("slow") and len(script.seen) == 2
+
+
+def test_a_client_error_fails_at_once_with_the_servers_message(script, base_url):
+    script.statuses = [400]
+    with pytest.raises(InputError, match="HTTP 400.*scripted 400"):
+        engine_for(base_url).generate([user("bad")], SAMPLING)
+    assert len(script.seen) == 1
+
+
+def test_the_key_is_sent_as_a_header_and_never_logged_or_raised(
+    script, base_url, monkeypatch, caplog
+):
+    monkeypatch.setenv("CHARTER_TEST_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    script.statuses = [503] * 10
+    engine = engine_for(base_url, api_key_env="CHARTER_TEST_KEY", max_retries=2)
+    with pytest.raises(InputError) as failure:
+        engine.generate([user("hi")], SAMPLING)
+    assert "failed 3 times" in str(failure.value) and "HTTP 503" in str(failure.value)
+    assert all(s["auth"] == f"Bearer {SECRET}" for s in script.seen)
+    for text in (str(failure.value), caplog.text, repr(engine)):
+        assert SECRET not in text
+    script.statuses = [401]
+    with pytest.raises(InputError, match=r"not authorised: check \$CHARTER_TEST_KEY") as denied:
+        engine.generate([user("hi")], SAMPLING)
+    assert SECRET not in str(denied.value)
+
+
+def test_no_key_sends_no_authorization(script, base_url, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    engine_for(base_url).generate([user("hi")], SAMPLING)
+    assert script.seen[0]["auth"] is None
+
+
+def test_concurrency_is_bounded_and_order_kept(script, base_url):
+    script.delay_s = 0.1
+    chats = [user(f"q{i}") for i in range(12)]
+    out = engine_for(base_url, max_concurrency=3).generate(chats, SAMPLING)
+    assert 1 < script.max_in_flight <= 3
+    assert [o[0].text.split(" #")[0] for o in out] == [f"q{i}" for i in range(12)]
+
+
+def test_seeds_follow_the_chat_not_its_position(script, base_url):
+    engine = engine_for(base_url)
+    a = engine.generate([user("x"), user("y")], SAMPLING)
+    b = engine.generate([user("y"), user("x")], SAMPLING)
+    assert a[0][0].text == b[1][0].text and a[1][0].text == b[0][0].text
+    other = engine.generate([user("x")], SamplingSettings(max_new_tokens=16, seed=4))
+    assert other[0][0].text != a[0][0].text
+
+
+def test_choices_outside_the_top_k_get_a_counted_floor(script, base_url):
+    script.top_logprobs = [("A", -0.5), ("C", -1.5)]
+    engine = engine_for(base_url)
+    scores = engine.choice_logprobs([user("A or B?")], ["A", "B"])[0]
+    assert math.isclose(math.exp(scores["A"]) + math.exp(scores["B"]), 1.0)
+    floor = math.log(1 - math.exp(-0.5) - math.exp(-1.5))  # the unlisted mass, below -1.5
+    assert scores["A"] - scores["B"] == pytest.approx(-0.5 - floor)
+    assert engine.floored_scores == 1
+    assert script.seen[0]["body"]["max_tokens"] == 1
+
+
+def test_a_prefill_without_tokenizer_or_vllm_is_refused(base_url):
+    chat = [*user("Say hi"), {"role": "assistant", "content": "Hi"}]
+    with pytest.raises(InputError, match="assistant turn to continue"):
+        engine_for(base_url).generate([chat], SAMPLING)
+
+
+def test_an_unreachable_server_is_one_clear_error():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InputError, match=f"127.0.0.1:{port}/v1/models failed 2 times"):
+        OpenAIEngine("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01)
+
+
+# --- a real `vllm serve` ------------------------------------------------------------------------
+
+STARTUP_S = 300  # eager start-up is ~30 s on 2 idle cores; allow for busy shared ones
+SERVED = "smollm2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(2)
+    pytest.fail(f"vllm serve not ready in {STARTUP_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``vllm serve`` SmolLM2 on a free loopback port; always stopped, with its children."""
+    from tests.engine_fixtures import smollm2_dir
+
+    tmp = tmp_path_factory.mktemp("vllm-serve")
+    port = _free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp)}
+    env.pop("OPENAI_API_KEY", None)
+    cmd = [
+        # `vllm serve` itself fails in vllm-cpu 0.32: it asks for the version of a distribution
+        # named "vllm", and this one is "vllm-cpu". The api_server module is the same server.
+        *(
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(smollm2_dir()),
+        ),
+        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED),
+        *("--dtype", "float32", "--max-model-len", "2048", "--seed", "0"),
+        # eager: starts in seconds; no chunked prefill: vllm-cpu 0.32 crashes on seeded requests
+        # whose prefill is split (see VLLMEngine)
+        *("--enable-prefix-caching", "--enforce-eager", "--no-enable-chunked-prefill"),
+    ]
+    log = tmp / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
+                                start_new_session=True)  # fmt: skip
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, log)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (it and its workers), SIGKILL after 60 s."""
+    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)  # its own session: the server and any workers it started
+        except ProcessLookupError:
+            return  # already gone
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def served(vllm_server: str) -> OpenAIEngine:
+    return OpenAIEngine(
+        SERVED, base_url=vllm_server, tokenizer="smollm2-135m-instruct", vllm_extensions=True
+    )
+
+
+JUDGE_CHATS = [
+    [
+        {"role": "system", "content": "You are a careful, impartial judge."},
+        {"role": "user", "content": f"Which reply is kinder?\n(A) {a}\n(B) {b}\nAnswer A or B."},
+        {"role": "assistant", "content": "The better response is ("},
+    ]
+    for a, b in [
+        ("Thanks, happy to help!", "Go away."),
+        ("Go away.", "Thanks, happy to help!"),
+        ("Sure, here you are.", "I will not."),
+    ]
+]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_samples_are_seeded_and_counted(served):
+    assert served.context_length == 2048  # from the server
+    chats = [user("Name a colour."), user("Say something about cats.")]
+    first = served.generate(chats, SAMPLING, n=2)
+    again = served.generate(chats[::-1], SAMPLING, n=2)
+    assert first == again[::-1]
+    for completions in first:
+        assert len(completions) == 2
+        for c in completions:
+            assert c.finish_reason in ("stop", "length") and 0 < c.num_tokens <= 16
+            assert c.finish_reason == "stop" or c.num_tokens == 16
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_continues_a_prefilled_turn_in_both_modes(vllm_server, served):
+    chat = [*user("What is the capital of France?"), {"role": "assistant", "content": "The"}]
+    greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
+    by_tokens = served.generate([chat], greedy)[0][0]
+    chat_mode = OpenAIEngine(SERVED, base_url=vllm_server, vllm_extensions=True)
+    by_chat = chat_mode.generate([chat], greedy)[0][0]
+    assert by_tokens.text == by_chat.text  # the server's template rendering equals ours
+    assert not by_tokens.text.startswith("The")  # continued, not restarted
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_choice_scores_match_the_transformers_engine(vllm_server, served):
+    from charter.generators.transformers_engine import TransformersEngine
+
+    reference = TransformersEngine("smollm2-135m-instruct").choice_logprobs(JUDGE_CHATS, ["A", "B"])
+    exact = served.choice_logprobs(JUDGE_CHATS, ["A", "B"])
+    top_k = OpenAIEngine(
+        SERVED, base_url=vllm_server, tokenizer="smollm2-135m-instruct", vllm_extensions=False
+    )
+    listed = top_k.choice_logprobs(JUDGE_CHATS, ["A", "B"])
+    assert served.floored_scores == 0 and top_k.floored_scores == 0
+    for ref, e, k in zip(reference, exact, listed, strict=True):
+        assert math.exp(e["A"]) == pytest.approx(math.exp(ref["A"]), abs=0.05)
+        assert e["A"] == pytest.approx(k["A"], abs=1e-4)  # the same numbers, read two ways
+    multi = served.choice_logprobs(JUDGE_CHATS[:1], ["A) Thanks", "B) Go"])[0]
+    assert math.isclose(sum(math.exp(v) for v in multi.values()), 1.0, abs_tol=1e-9)
