@@ -3,10 +3,14 @@
 Generation: the quickstart prompts, K samples each, through charter's generate stage
 (:func:`generate_candidates`) on :class:`VLLMEngine`, and through a bare ``LLM.generate`` of the
 very same token ids and sampling parameters on the same loaded model, so their ratio is charter's
-overhead (goal <= 1.05); then the transformers engine on the same stage for the speed-up.
+overhead (goal <= 1.05); and the same stage on the transformers engine, for vLLM's speed-up.
 Judging: the pairwise judge's chats (all pairs of 4 candidates, both orders) scored with
-``choice_logprobs`` on both engines. Runs are interleaved, the prefix cache is emptied before
-each, and the table gives medians of ``--repeats``.
+``choice_logprobs`` on both engines.
+
+Every repeat runs every path once, in turn, so all see the same machine load; the prefix cache is
+emptied before each run; the table gives medians. vLLM runs in-process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so an idle engine process cannot take CPU from the
+transformers runs.
 
     .venv-vllm/bin/python -m bench.engine_throughput [--prompts 32 --samples 4 --tokens 32]
 """
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 from charter.generators.engine import SamplingSettings
 from charter.generators.stage import generate_candidates
@@ -38,18 +44,6 @@ def quickstart_prompts(limit: int) -> list[PromptRecord]:
     ]
 
 
-def timed(fn: Callable[[], object], before: Callable[[], object] = lambda: None) -> float:
-    """Seconds one call of ``fn`` takes, after ``before`` (not timed)."""
-    before()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def median_time(fn: Callable[[], object], repeats: int, before: Callable[[], object]) -> float:
-    return statistics.median(timed(fn, before) for _ in range(repeats))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
@@ -60,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile")
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    from vllm import SamplingParams
 
     from bench.judge_prefix_sharing import judge_chats
+    from charter.generators.rendering import render_chats, request_seed
     from charter.generators.vllm_engine import VLLMEngine
 
     start = time.perf_counter()
@@ -69,15 +67,13 @@ def main(argv: list[str] | None = None) -> None:
         MODEL, max_model_len=2048, dtype="float32", kv_cache_memory_gb=1, enforce_eager=args.eager
     )
     startup = time.perf_counter() - start
+    print(f"vLLM engine up in {startup:.0f} s", flush=True)
     prompts = quickstart_prompts(args.prompts)
     sampling = SamplingSettings(max_new_tokens=args.tokens, temperature=0.8, top_p=0.95, seed=0)
-    reset = engine.llm.reset_prefix_cache
+    chats = judge_chats(num_prompts=args.judge_prompts)
+    comparisons = len(chats) // 2
 
-    # The bare run gets exactly what VLLMEngine.generate would send: same ids, same params.
-    from vllm import SamplingParams
-
-    from charter.generators.rendering import render_chats, request_seed
-
+    # The bare run gets exactly what VLLMEngine.generate sends: the same ids and parameters.
     rendered = render_chats(engine.tokenizer, [p.messages for p in prompts], None)
     bare_prompts = [{"prompt_token_ids": ids} for _, ids in rendered]
     bare_params = [
@@ -96,81 +92,81 @@ def main(argv: list[str] | None = None) -> None:
         outs = engine.llm.generate(bare_prompts, bare_params, use_tqdm=False)
         return sum(len(o.token_ids) for out in outs for o in out.outputs)
 
-    def charter_stage(e: object) -> int:
-        sets, _ = generate_candidates(prompts, e, sampling, args.samples, chunk_size=len(prompts))
-        return sum(c.num_tokens for s in sets for c in s.candidates)
+    def stage(e: Any) -> Callable[[], int]:
+        def run() -> int:
+            sets, _ = generate_candidates(prompts, e, sampling, args.samples, chunk_size=10**6)
+            return sum(c.num_tokens for s in sets for c in s.candidates)
 
-    reset()
-    tokens = bare()  # also the warm-up: first calls pay one-off costs
-    reset()
-    if charter_stage(engine) != tokens:  # same ids, params and seeds: the same samples
-        print("warning: charter and bare vLLM sampled different lengths; ratio is approximate")
-    rows: list[tuple[str, float, str]] = []
-    bare_s, charter_s = [], []
-    for _ in range(args.repeats):  # interleaved: both paths see the same machine load
-        bare_s.append(timed(bare, reset))
-        charter_s.append(timed(lambda: charter_stage(engine), reset))
-    t_bare, t_charter = statistics.median(bare_s), statistics.median(charter_s)
-    rows.append(("generate: bare vllm.LLM.generate", t_bare, f"{tokens / t_bare:.0f} tok/s"))
-    rows.append(
-        (
-            "generate: charter stage on VLLMEngine",
-            t_charter,
-            f"{tokens / t_charter:.0f} tok/s; overhead x{t_charter / t_bare:.3f} (goal <= 1.05)",
-        )
-    )
+        return run
 
-    chats = judge_chats(num_prompts=args.judge_prompts)
-    comparisons = len(chats) // 2
+    def judge(e: Any) -> Callable[[], int]:
+        return lambda: len(e.choice_logprobs(chats, ["A", "B"]))
 
-    def judge_vllm() -> None:
-        engine.choice_logprobs(chats, ["A", "B"])
-
-    judge_vllm()  # warm-up
-    t_judge = median_time(judge_vllm, args.repeats, reset)
-    rows.append(
-        (
-            f"judge: VLLMEngine, {comparisons} comparisons x 2 orders",
-            t_judge,
-            f"{comparisons / t_judge:.2f} cmp/s; {1000 * t_judge / comparisons:.0f} ms/cmp",
-        )
-    )
-
+    paths: dict[str, Callable[[], int]] = {
+        "bare": bare,
+        "charter_vllm": stage(engine),
+        "judge_vllm": judge(engine),
+    }
     params = None
     if not args.skip_transformers:
         from charter.generators.transformers_engine import TransformersEngine
 
         reference = TransformersEngine(MODEL, batch_size=32)
         params = sum(p.numel() for p in reference.model.parameters())
-        tf_tokens = charter_stage(reference)  # also the warm-up
-        t_tf = median_time(lambda: charter_stage(reference), args.repeats, lambda: None)
+        paths |= {"charter_tf": stage(reference), "judge_tf": judge(reference)}
+
+    bare(), paths["judge_vllm"]()  # warm-up: vLLM's first calls pay one-off costs
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    tokens: dict[str, int] = {}
+    for r in range(args.repeats):
+        for name, run in paths.items():
+            engine.llm.reset_prefix_cache()
+            start = time.perf_counter()
+            tokens[name] = run()
+            times[name].append(time.perf_counter() - start)
+            print(f"repeat {r + 1}: {name} {times[name][-1]:.1f} s", flush=True)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    tps = {name: tokens[name] / med[name] for name in ("bare", "charter_vllm", "charter_tf")
+           if name in med}  # fmt: skip
+
+    rows = [
+        ("generate: bare vllm.LLM.generate", med["bare"], f"{tps['bare']:.0f} tok/s"),
+        (
+            "generate: charter stage on VLLMEngine",
+            med["charter_vllm"],
+            f"{tps['charter_vllm']:.0f} tok/s; overhead x{med['charter_vllm'] / med['bare']:.3f} "
+            "(goal <= 1.05)",
+        ),
+    ]
+    if "charter_tf" in med:
         rows.append(
             (
                 "generate: charter stage on TransformersEngine",
-                t_tf,
-                f"{tf_tokens / t_tf:.0f} tok/s; vLLM speed-up "
-                f"x{(tokens / t_charter) / (tf_tokens / t_tf):.2f} in tok/s",
+                med["charter_tf"],
+                f"{tps['charter_tf']:.0f} tok/s; "
+                f"vLLM x{tps['charter_vllm'] / tps['charter_tf']:.2f} in tok/s",
             )
         )
-
-        def judge_tf() -> None:
-            reference.choice_logprobs(chats, ["A", "B"])
-
-        t_judge_tf = median_time(judge_tf, args.repeats, lambda: None)
-        rows.append(
-            (
-                "judge: TransformersEngine, same chats",
-                t_judge_tf,
-                f"{comparisons / t_judge_tf:.2f} cmp/s; "
-                f"{1000 * t_judge_tf / comparisons:.0f} ms/cmp; vLLM x{t_judge_tf / t_judge:.2f}",
+    for name, label in (("judge_vllm", "VLLMEngine"), ("judge_tf", "TransformersEngine")):
+        if name in med:
+            extra = (
+                f"; vLLM x{med['judge_tf'] / med['judge_vllm']:.2f}" if name == "judge_tf" else ""
             )
-        )
-
+            rows.append(
+                (
+                    f"judge: {label}, {comparisons} comparisons x 2 orders",
+                    med[name],
+                    f"{comparisons / med[name]:.2f} cmp/s; "
+                    f"{1000 * med[name] / comparisons:.0f} ms/cmp{extra}",
+                )
+            )
+    if tokens["charter_vllm"] != tokens["bare"]:
+        print("note: charter and bare vLLM sampled different lengths; compare tok/s, not seconds")
     size = f"{params / 1e6:.0f}M params, " if params else ""
     print(
-        f"\n{MODEL} ({size}fp32, {'eager' if args.eager else 'compiled'}); vLLM start-up "
-        f"{startup:.0f} s; generate: {args.prompts} prompts x n={args.samples} x <= "
-        f"{args.tokens} tokens ({tokens} generated); median of {args.repeats}"
+        f"\n{MODEL} ({size}fp32, vLLM {'eager' if args.eager else 'compiled'}, start-up "
+        f"{startup:.0f} s); generate: {args.prompts} prompts x n={args.samples} x <= "
+        f"{args.tokens} tokens ({tokens['bare']} generated); median of {args.repeats}"
     )
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'seconds':>8}  figures")

@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 
 from charter.errors import InputError
 from charter.generators.engine import SamplingSettings
-from charter.generators.rendering import choice_targets, render_chats, request_seed
+from charter.generators.rendering import (
+    choice_targets,
+    render_chats,
+    request_seed,
+    scoring_requests,
+    stop_token_ids,
+    summed_scores,
+)
 from charter.records import Chat, Completion
 
 log = logging.getLogger(__name__)
@@ -153,6 +160,8 @@ class OpenAIEngine:
             }
         if self.vllm_extensions:
             common["return_token_ids"] = True
+            if self.tokenizer is not None:  # end-of-turn tokens besides the model's EOS
+                common["stop_token_ids"] = stop_token_ids(self.tokenizer)
         bodies = []
         for key, body in self._request_bodies(chats):
             body = {**common, **body, "seed": request_seed(sampling.seed, key)}
@@ -169,13 +178,13 @@ class OpenAIEngine:
     ) -> list[dict[str, float]]:
         """Log-probability of each choice after each chat, renormalised over the choices.
 
-        One greedy one-token request per chat (per distinct choice prefix, for choices of
-        several tokens, which need a tokenizer). See the module docstring for when a score is
-        exact and when it is floored.
+        One greedy one-token request per chat, plus one per distinct choice prefix for choices
+        of several tokens (scored token by token, which needs a tokenizer: without one, each
+        choice is looked up by its text as a single token). See the module docstring for when a
+        score is exact and when it is floored.
 
         Raises:
-            InputError: bad choices (see :func:`choice_targets`), or a multi-token choice
-                without a tokenizer.
+            InputError: choices are empty, repeated, or tokenize identically.
         """
         choices = list(choices)
         if self.tokenizer is None:
@@ -188,17 +197,13 @@ class OpenAIEngine:
             return [_renormalised(self._lookup(r, choices, chat=True)) for r in replies]
         rendered = render_chats(self.tokenizer, chats, self.system_prompt)
         targets = choice_targets(self.tokenizer, rendered, choices)
-        wanted: dict[tuple[int, tuple[int, ...]], set[int]] = {}
-        for i, toks in enumerate(targets):
-            for t in toks:
-                for j in range(len(t)):
-                    wanted.setdefault((i, tuple(t[:j])), set()).add(t[j])
+        wanted = scoring_requests(targets)
         keys = list(wanted)
         bodies = [
             {
                 "model": self.model_id,
                 "prompt": rendered[i][1] + list(prefix),
-                **self._score_fields(sorted(wanted[(i, prefix)])),
+                **self._score_fields(wanted[(i, prefix)]),
             }
             for i, prefix in keys
         ]
@@ -208,15 +213,7 @@ class OpenAIEngine:
             labels = {self._token_label(t): t for t in wanted[(i, prefix)]}
             for label, value in self._lookup(reply, list(labels), chat=False).items():
                 step[(i, prefix, labels[label])] = value
-        return [
-            _renormalised(
-                {
-                    c: sum(step[(i, tuple(t[:j]), t[j])] for j in range(len(t)))
-                    for c, t in zip(choices, toks, strict=True)
-                }
-            )
-            for i, toks in enumerate(targets)
-        ]
+        return summed_scores(targets, choices, step)
 
     # --- requests ---------------------------------------------------------------------------
 

@@ -1,13 +1,15 @@
-"""Chat rendering shared by the engines that send token ids to a server (vLLM, OpenAI-compatible).
+"""Chat rendering and choice scoring shared by the engines that send token ids to a server.
 
-They render with the Hugging Face tokenizer exactly as :class:`TransformersEngine` does, so one
-chat becomes the same token ids on every backend and their scores can be compared. (The same
-rules live in ``transformers_engine._render``; keep the two in step.)
+The vLLM and OpenAI-compatible engines render with the Hugging Face tokenizer exactly as
+:class:`TransformersEngine` does, so one chat becomes the same token ids on every backend and
+their scores can be compared. (The same rules live in ``transformers_engine._render``; keep the
+two in step.) Both score choices as next-token requests, planned by :func:`scoring_requests`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,3 +91,37 @@ def request_seed(seed: int, prompt: Sequence[int] | str) -> int:
     key = prompt if isinstance(prompt, str) else ",".join(map(str, prompt))
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x3FFFFFFF
+
+
+StepKey = tuple[int, tuple[int, ...]]
+"""(chat index, the choice tokens already appended): one next-token scoring request."""
+
+
+def scoring_requests(targets: Sequence[Sequence[list[int]]]) -> dict[StepKey, list[int]]:
+    """The next-token requests that score every choice of every chat, token by token.
+
+    A one-token choice needs only the prompt; a longer one also needs the prompt plus each of its
+    own prefixes. Choices sharing a prefix share its request. Values are the token ids whose
+    log-probs that request must return.
+    """
+    wanted: dict[StepKey, set[int]] = {}
+    for i, toks in enumerate(targets):
+        for t in toks:
+            for j in range(len(t)):
+                wanted.setdefault((i, tuple(t[:j])), set()).add(t[j])
+    return {key: sorted(ids) for key, ids in wanted.items()}
+
+
+def summed_scores(
+    targets: Sequence[Sequence[list[int]]],
+    choices: Sequence[str],
+    step: dict[tuple[int, tuple[int, ...], int], float],
+) -> list[dict[str, float]]:
+    """Each choice's log-prob (the sum over its tokens), renormalised over the choices."""
+    out = []
+    for i, toks in enumerate(targets):
+        scores = [sum(step[(i, tuple(t[:j]), t[j])] for j in range(len(t))) for t in toks]
+        top = max(scores)
+        total = top + math.log(sum(math.exp(s - top) for s in scores))
+        out.append({c: s - total for c, s in zip(choices, scores, strict=True)})
+    return out

@@ -8,7 +8,6 @@ backends see the same tokens. vLLM is optional: it is imported only when an engi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from charter.generators.rendering import (
     choice_targets,
     render_chats,
     request_seed,
+    scoring_requests,
     stop_token_ids,
+    summed_scores,
 )
 from charter.records import Chat, Completion
 
@@ -186,38 +187,28 @@ class VLLMEngine:
         """
         rendered = render_chats(self.tokenizer, chats, self.system_prompt)
         targets = choice_targets(self.tokenizer, rendered, choices)
-        # (chat, tokens of the choice so far) -> next tokens whose log-probs are needed there
-        wanted: dict[tuple[int, tuple[int, ...]], set[int]] = {}
         for i, ((_, ids), toks) in enumerate(zip(rendered, targets, strict=True)):
             if len(ids) + max(map(len, toks)) > self.context_length:
                 raise InputError(
                     f"chat {i} is {len(ids)} tokens: with its longest choice it exceeds the "
                     f"context length of {self.context_length} tokens"
                 )
-            for t in toks:
-                for j in range(len(t)):
-                    wanted.setdefault((i, tuple(t[:j])), set()).add(t[j])
+        wanted = scoring_requests(targets)
         if any(len(ids) > MAX_SCORED_TOKENS for ids in wanted.values()):
             raise InputError(f"at most {MAX_SCORED_TOKENS} choices can be scored at once")
         keys = list(wanted)
         params = [
             self._vllm.SamplingParams(
-                max_tokens=1, temperature=0.0, logprob_token_ids=sorted(wanted[k]), detokenize=False
+                max_tokens=1, temperature=0.0, logprob_token_ids=wanted[k], detokenize=False
             )
             for k in keys
         ]
         outputs = self._run([rendered[i][1] + list(prefix) for i, prefix in keys], params)
-        logprob: dict[tuple[int, tuple[int, ...], int], float] = {}
+        step: dict[tuple[int, tuple[int, ...], int], float] = {}
         for (i, prefix), out in zip(keys, outputs, strict=True):
-            step = out.outputs[0].logprobs[0]
-            for token in wanted[(i, prefix)]:
-                logprob[(i, prefix, token)] = step[token].logprob
-        result = []
-        for i, toks in enumerate(targets):
-            scores = [sum(logprob[(i, tuple(t[:j]), t[j])] for j in range(len(t))) for t in toks]
-            total = _logsumexp(scores)
-            result.append({c: s - total for c, s in zip(choices, scores, strict=True)})
-        return result
+            listed = out.outputs[0].logprobs[0]
+            step |= {(i, prefix, token): listed[token].logprob for token in wanted[(i, prefix)]}
+        return summed_scores(targets, choices, step)
 
     def _run(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         """One ``LLM.generate`` over token-id prompts; outputs come back in input order."""
@@ -230,10 +221,3 @@ class VLLMEngine:
 def _completion(output: Any) -> Completion:
     reason = "length" if output.finish_reason == "length" else "stop"
     return Completion(output.text.strip(), reason, len(output.token_ids))
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
