@@ -35,6 +35,8 @@ class CardFacts:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     swap_consistency: float | None = None
     mean_margin: float | None = None
+    extra_configs: list[dict[str, Any]] = field(default_factory=list)
+    extra_section: str = ""
 
 
 def _size_category(n: int) -> str:
@@ -53,7 +55,8 @@ def render_card(facts: CardFacts) -> str:
         "task_categories": ["text-generation"],
         "size_categories": [_size_category(facts.counts.get("pairs", 0))],
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "pairs.parquet"}]}
+            {"config_name": "default", "data_files": [{"split": "train", "path": "pairs.parquet"}]},
+            *facts.extra_configs,
         ],
     }
     swap = "n/a" if facts.swap_consistency is None else f"{facts.swap_consistency:.1%}"
@@ -102,6 +105,7 @@ def render_card(facts: CardFacts) -> str:
         "",
         "Every dropped or rejected row is listed with its reason in `rejects.jsonl`.",
         "",
+        *([facts.extra_section.rstrip(), ""] if facts.extra_section else []),
         "## Constitution",
         "",
         "```yaml",

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 from charter.errors import InputError
 
-SCHEMA_NAMES = ("constitution", "candidates", "judgments", "pairs", "rejects", "human_prefs")
+SCHEMA_NAMES = ("constitution", "candidates", "judgments", "pairs", "rejects", "human_prefs", "sft")
 _SHORT = 60  # longest value shown in a message; rows can hold whole responses
 
 
