@@ -26,7 +26,7 @@ from charter.generators.counting import TokenCountingEngine
 from charter.generators.stage import generate_candidates
 from charter.human_prefs import load_human_pairs
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
-from charter.judges.calibration import reliability
+from charter.judges.calibration import plot_reliability, reliability
 from charter.judges.evaluate import evaluate_judge
 from charter.judges.injection import ATTACKS
 from charter.judges.stage import judge_candidates
@@ -540,9 +540,11 @@ def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
         "judge": judge_label(cfg),
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()},
     }
-    reliability_rows = [asdict(b) for b in reliability([j.p_a for j in judgments])]
+    bins = reliability([j.p_a for j in judgments])
+    reliability_rows = [asdict(b) for b in bins]
     write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(run_dir / "reliability.json", json.dumps(reliability_rows, indent=2) + "\n")
+    plot_reliability({result["judge"]: bins}, run_dir / "reliability.png", title=result["judge"])
     print(json.dumps(result), flush=True)
 
 

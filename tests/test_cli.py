@@ -29,7 +29,11 @@ def charter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fake_run")
-    result = charter("run", "experiment=smoke", *FAKE, f"hydra.run.dir={root / 'run'}", cwd=root)
+    # The judge's strong position bias makes every comparison swap-inconsistent (used below).
+    biased = "+judge.engine.bias=6.0"
+    result = charter(
+        "run", "experiment=smoke", *FAKE, biased, f"hydra.run.dir={root / 'run'}", cwd=root
+    )
     assert result.returncode == 0, result.stderr
     return root / "run"
 
@@ -55,12 +59,11 @@ def test_run_writes_every_output_and_a_valid_dataset(fake_run: Path) -> None:
 
 
 def test_stage_command_reuses_the_runs_config_and_applies_new_overrides(fake_run: Path) -> None:
-    result = charter(
-        "pairs", f"run_dir={fake_run}", "pairs=all_pairs_above_margin", cwd=fake_run.parent
-    )
+    new = ["pairs=all_pairs_above_margin", "pairs.min_margin=0.0"]
+    result = charter("pairs", f"run_dir={fake_run}", *new, cwd=fake_run.parent)
     assert result.returncode == 0, result.stderr
     summary = json.loads((fake_run / "summary.json").read_text())
-    # the fake judge is never swap-consistent, and this strategy drops inconsistent pairs
+    # the biased fake judge is never swap-consistent, and this strategy drops inconsistent pairs
     assert summary["pairs"]["pairs"] == 0
     assert summary["pairs"]["dropped"] == {"swap-inconsistent": 3}
     rejects = [json.loads(line) for line in (fake_run / "rejects.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from charter.errors import InputError
 from charter.judges.debias import combine_orders
 from charter.judges.principles import draw_principle
 from charter.judges.prompting import load_template, neutralise, render_pairwise
@@ -74,6 +75,36 @@ def test_all_pairs_are_compared_and_identical_texts_are_skipped_with_a_reason() 
     comparisons, rejects = build_comparisons(sets, constitution("x"), seed=0)
     assert len(comparisons) == 5  # 6 pairs minus the identical one
     assert [r.reason for r in rejects] == ["identical responses; not compared"]
+
+
+def test_one_principle_per_prompt_by_default_or_one_per_comparison() -> None:
+    sets = [candidate_set(f"p{i}", "a", "bb", "ccc", "dddd") for i in range(20)]
+    many = constitution(*(f"q{i}" for i in range(8)))
+    per_prompt, _ = build_comparisons(sets, many, seed=3)
+    by_prompt: dict[str, set[str]] = {}
+    for c in per_prompt:
+        by_prompt.setdefault(c.prompt_id, set()).add(c.principle.id)
+    assert all(len(ids) == 1 for ids in by_prompt.values())
+    assert len(set.union(*by_prompt.values())) > 1  # principles still vary across prompts
+    per_pair, _ = build_comparisons(sets, many, seed=3, principle_per="comparison")
+    assert any(len({c.principle.id for c in per_pair if c.prompt_id == p}) > 1 for p in by_prompt)
+    with pytest.raises(InputError, match="principle_per"):
+        build_comparisons(sets, many, seed=3, principle_per="pair")  # type: ignore[arg-type]
+
+
+def test_a_prompts_comparisons_are_never_split_across_judge_calls() -> None:
+    calls: list[list[str]] = []
+
+    class Recording(LengthJudge):
+        def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
+            calls.append([c.prompt_id for c in comparisons])
+            return super().judge(comparisons)
+
+    sets = [candidate_set(f"p{i}", "a", "bb", "ccc") for i in range(5)]  # 3 comparisons each
+    judgments, _, _ = judge_candidates(sets, Recording(), constitution("x"), seed=0, chunk_size=4)
+    assert [len(c) for c in calls] == [6, 6, 3]
+    assert all(len(set(c)) == len(c) // 3 for c in calls)
+    assert len(judgments) == 15
 
 
 def test_ranking_and_best_vs_worst_pairs() -> None:

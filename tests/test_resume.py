@@ -28,7 +28,8 @@ from charter.generators.fake_engine import FakeEngine
 from charter.run_diff import diff_runs
 
 FAKE = ["engine@generator.engine=fake", "engine@judge.engine=fake"]
-# 6 prompts x 4 samples: 36 comparisons in 8 judge chunks, 2 generate chunks
+# 6 prompts x 4 samples: 36 comparisons in 6 judge chunks (a prompt's 6 comparisons are never
+# split across calls), 2 generate chunks
 SIZE = ["experiment=smoke", "prompts.limit=6", "generator.num_samples=4", "chunk_size=5"]
 OUTPUTS = ("candidates.jsonl", "judgments.jsonl", "rankings.jsonl", "pairs.jsonl", "rejects.jsonl")
 REPO = Path(__file__).resolve().parents[1]
@@ -147,11 +148,11 @@ def model_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_second_identical_run_makes_no_model_calls(tmp_path, model_calls):
     cfg = config(f"cache_dir={tmp_path / 'cache'}")
     run_all(cfg, tmp_path / "a")
-    assert model_calls == {"generate": 2, "choice_logprobs": 8}
+    assert model_calls == {"generate": 2, "choice_logprobs": 6}
     first = summary(tmp_path / "a")
     assert first["judge"]["cache"] == {"hits": 0, "misses": 2 * first["judge"]["comparisons"]}
     run_all(cfg, tmp_path / "b")
-    assert model_calls == {"generate": 2, "choice_logprobs": 8}  # not one more
+    assert model_calls == {"generate": 2, "choice_logprobs": 6}  # not one more
     second = summary(tmp_path / "b")
     assert second["generate"]["cache"] == {"hits": 6, "misses": 0}
     assert second["judge"]["cache"] == {"hits": 72, "misses": 0}
@@ -217,7 +218,7 @@ def test_call_cache_off_calls_the_model_every_time(tmp_path, model_calls):
     cfg = config(f"cache_dir={tmp_path / 'cache'}", "call_cache=false")
     run_all(cfg, tmp_path / "a")
     run_all(cfg, tmp_path / "b")
-    assert model_calls == {"generate": 4, "choice_logprobs": 16}
+    assert model_calls == {"generate": 4, "choice_logprobs": 12}
     assert summary(tmp_path / "b")["judge"]["cache"] is None
     assert not (tmp_path / "cache").exists()
 
@@ -267,7 +268,7 @@ def test_killed_run_rerun_by_the_same_command_in_a_new_directory(tmp_path, basel
     assert_same_outputs(runs[0], baseline)
     rerun = summary(runs[0])
     assert rerun["generate"]["cache"] == {"hits": 6, "misses": 0}
-    assert rerun["judge"]["cache"] == {"hits": 10, "misses": 62}  # one chunk was kept
+    assert rerun["judge"]["cache"] == {"hits": 12, "misses": 60}  # one chunk (a prompt) was kept
 
 
 def test_two_runs_sharing_a_cache_at_once_both_finish_and_agree(tmp_path, baseline):

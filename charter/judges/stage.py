@@ -3,15 +3,23 @@
 Reads CandidateSet rows, writes Judgment rows and one ranking per prompt. Candidates whose text
 is identical to another's are not compared (a pair of equal responses teaches nothing); the
 skipped comparison is kept as a reject with its reason.
+
+By default one principle is drawn per prompt and all of its pairs are judged under it. The
+Bradley-Terry ranking then orders the candidates on one criterion (mixing criteria within a
+prompt invites intransitive outcomes), principles still vary across prompts as in Constitutional
+AI, and the judge's chats about one prompt share the principle in their common prefix, which the
+engine computes once. ``principle_per="comparison"`` draws one per pair, as the paper does.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from charter.constitution import Constitution
+from charter.errors import InputError
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
 from charter.judges.ranking import bradley_terry, win_rates
@@ -28,10 +36,25 @@ class Ranking:
     bradley_terry: dict[str, float]
 
 
+PrincipleDraw = Literal["prompt", "comparison"]
+
+
 def build_comparisons(
-    sets: Sequence[CandidateSet], constitution: Constitution, seed: int
+    sets: Sequence[CandidateSet],
+    constitution: Constitution,
+    seed: int,
+    *,
+    principle_per: PrincipleDraw = "prompt",
 ) -> tuple[list[Comparison], list[Reject]]:
-    """All pairs (i < j) of each prompt's candidates, each with its drawn principle."""
+    """All pairs (i < j) of each prompt's candidates, each with its drawn principle.
+
+    ``principle_per`` says what one draw covers: all pairs of a prompt, or a single pair.
+    """
+    if principle_per not in ("prompt", "comparison"):
+        raise InputError(
+            f"principle_per must be 'prompt' or 'comparison', got {principle_per!r}",
+            field="principle_per",
+        )
     comparisons: list[Comparison] = []
     rejects: list[Reject] = []
     for cs in sets:
@@ -45,9 +68,8 @@ def build_comparisons(
                     )
                 )
                 continue
-            principle = draw_principle(
-                constitution, seed, cs.prompt_id, *sorted((a.candidate_id, b.candidate_id))
-            )
+            key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
+            principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
             comparisons.append(
                 Comparison(
                     prompt_id=cs.prompt_id,
@@ -85,6 +107,7 @@ def judge_candidates(
     *,
     seed: int,
     chunk_size: int = 32,
+    principle_per: PrincipleDraw = "prompt",
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
     """Judge all pairs of candidates per prompt and rank them.
@@ -94,19 +117,37 @@ def judge_candidates(
         judge: any judge; it scores both orders itself.
         constitution: where principles are drawn from.
         seed: drives the principle draw.
-        chunk_size: comparisons per judge call (progress granularity; the engine batches
-            within a call as it sees fit).
+        principle_per: one principle per prompt (default) or per comparison.
+        chunk_size: comparisons per judge call, at least (progress granularity; the engine
+            batches within a call as it sees fit). A prompt's comparisons always go in one call,
+            so the engine can share their common prefix.
         on_progress: called with the number of comparisons just finished.
 
     Returns:
         judgments in a stable order (prompt order, then pair order), rankings per prompt, and
         rejects for comparisons that were skipped.
     """
-    comparisons, rejects = build_comparisons(sets, constitution, seed)
+    comparisons, rejects = build_comparisons(sets, constitution, seed, principle_per=principle_per)
     judgments: list[Judgment] = []
-    for start in range(0, len(comparisons), chunk_size):
-        chunk = comparisons[start : start + chunk_size]
+    for chunk in _whole_prompt_chunks(comparisons, chunk_size):
         judgments.extend(judge.judge(chunk))
         if on_progress:
             on_progress(len(chunk))
     return judgments, rank(sets, judgments), rejects
+
+
+def _whole_prompt_chunks(
+    comparisons: Sequence[Comparison], size: int
+) -> Iterator[Sequence[Comparison]]:
+    """Consecutive runs of at least ``size`` comparisons (the last may be shorter), cut only
+    between prompts."""
+    start = 0
+    for end in range(1, len(comparisons) + 1):
+        at_boundary = end == len(comparisons) or (
+            comparisons[end].prompt_id != comparisons[end - 1].prompt_id
+        )
+        if at_boundary and end - start >= size:
+            yield comparisons[start:end]
+            start = end
+    if start < len(comparisons):
+        yield comparisons[start:]
