@@ -1,0 +1,501 @@
+"""A human review queue: send people the pairs the judge is least sure of, merge their labels back.
+
+``charter review export RUN_DIR`` ranks the run's pairs by an uncertainty score and writes the
+top ``budget`` in a labelling format. The score, higher meaning less sure:
+
+    uncertainty = (1 - margin) + swap_weight * [not swap_consistent] + jury_weight * jury_split
+
+``margin`` is 2·p_chosen − 1 (0: a coin flip, 1: certain); a swap-inconsistent pair (the two
+orders disagreed) is position bias rather than a preference; ``jury_split`` is the share of
+jurors preferring the rejected response when a row carries a ``jury`` list (of ``p_chosen``
+values or ``{"p_chosen": ...}`` objects), else 0. Ties break by review id, so the queue is
+deterministic. Each pair is shown as ``response_a``/``response_b`` in an order fixed by a hash
+of its id: half the time the judge's choice comes first, and the plain labelling files do not
+say which response the judge picked, so reviewers are not anchored on it.
+
+``charter review import RUN_DIR FILE`` reads the labels (``a``, ``b`` or ``tie``; blank means
+not reviewed), merges them into ``reviewed/pairs.jsonl`` (a human label wins; ``tie`` drops the
+pair, kept in ``reviewed/rejects.jsonl``; every row keeps the judge's label and says
+``label_source: human|judge``), republishes the reviewed dataset, and reports how often the
+judge agreed with people on the reviewed set and how many pairs the budget spared from review.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from charter import run_files
+from charter.errors import InputError
+from charter.exports import conversation_text
+from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
+from charter.records import Reject
+
+REVIEW_DIR = "review"
+QUEUE = "queue.jsonl"
+REVIEWED_DIR = "reviewed"
+FORMATS = ("jsonl", "csv", "argilla")
+LABELS = ("a", "b", "tie")
+_ARGILLA_MAPPING = {
+    "judge_suggestion": "preference.suggestion",
+    "judge_score": "preference.suggestion.score",
+    "judge_model": "preference.suggestion.agent",
+}
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """How the review queue is chosen and written.
+
+    Args:
+        budget: how many pairs go to people (the most uncertain first).
+        format: ``jsonl``, ``csv`` or ``argilla`` (a folder of Argilla 2.x settings and records).
+        swap_weight: weight of a swap-inconsistent judgment in the uncertainty score.
+        jury_weight: weight of the share of jurors disagreeing with the published label.
+    """
+
+    budget: int = 50
+    format: str = "jsonl"
+    swap_weight: float = 1.0
+    jury_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise InputError(f"budget must be at least 1, got {self.budget}", field="budget")
+        if self.format not in FORMATS:
+            raise InputError(
+                f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}",
+                field="format",
+            )
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One pair sent to people; ``judge_choice`` says which shown response the judge preferred."""
+
+    review_id: str
+    prompt_id: str
+    a_id: str
+    b_id: str
+    judge_choice: str
+    uncertainty: float
+    reasons: list[str]
+    p_chosen: float
+    margin: float
+    swap_consistent: bool
+
+
+def review_id(row: dict[str, Any]) -> str:
+    """A pair's id, independent of which side the judge picked: its two candidate ids, sorted."""
+    return "~".join(sorted((row["chosen_id"], row["rejected_id"])))
+
+
+def jury_split(row: dict[str, Any]) -> float:
+    """Share of jurors preferring the rejected response; 0 when the row has no ``jury``."""
+    jury = row.get("jury") or []
+    votes = [j.get("p_chosen") if isinstance(j, dict) else j for j in jury]
+    votes = [float(v) for v in votes if isinstance(v, int | float)]
+    return sum(v < 0.5 for v in votes) / len(votes) if votes else 0.0
+
+
+def uncertainty(row: dict[str, Any], settings: ReviewSettings) -> tuple[float, list[str]]:
+    """The documented uncertainty score of a pairs row, and the reasons that raised it."""
+    split = jury_split(row)
+    inconsistent = not row.get("swap_consistent", True)
+    score = (1.0 - float(row["margin"])) + settings.swap_weight * inconsistent
+    score += settings.jury_weight * split
+    reasons = [f"margin {row['margin']:.3f}"]
+    if inconsistent:
+        reasons.append("swap-inconsistent")
+    if split:
+        reasons.append(f"jury split {split:.2f}")
+    return round(score, 6), reasons
+
+
+def _chosen_first(rid: str) -> bool:
+    return hashlib.sha256(rid.encode()).digest()[0] % 2 == 0
+
+
+def build_queue(rows: list[dict[str, Any]], settings: ReviewSettings) -> list[QueueItem]:
+    """The ``budget`` most uncertain pairs, most uncertain first (ties by review id)."""
+    items = []
+    for row in rows:
+        rid = review_id(row)
+        score, reasons = uncertainty(row, settings)
+        first = _chosen_first(rid)
+        a, b = (
+            (row["chosen_id"], row["rejected_id"])
+            if first
+            else (row["rejected_id"], row["chosen_id"])
+        )
+        items.append(
+            QueueItem(
+                review_id=rid,
+                prompt_id=row["prompt_id"],
+                a_id=a,
+                b_id=b,
+                judge_choice="a" if first else "b",
+                uncertainty=score,
+                reasons=reasons,
+                p_chosen=row["p_chosen"],
+                margin=row["margin"],
+                swap_consistent=bool(row.get("swap_consistent", True)),
+            )
+        )
+    items.sort(key=lambda q: (-q.uncertainty, q.review_id))
+    return items[: settings.budget]
+
+
+def _labelling_row(item: QueueItem, row: dict[str, Any]) -> dict[str, Any]:
+    texts = {row["chosen_id"]: row["chosen"][-1]["content"]}
+    texts[row["rejected_id"]] = row["rejected"][-1]["content"]
+    return {
+        "review_id": item.review_id,
+        "prompt": conversation_text(row["prompt"]),
+        "response_a": texts[item.a_id],
+        "response_b": texts[item.b_id],
+        "human_label": "",
+    }
+
+
+def _argilla_settings(guidelines: str) -> dict[str, Any]:
+    return {
+        "guidelines": guidelines,
+        "fields": [
+            {"name": "prompt", "type": "text", "use_markdown": True},
+            {"name": "response_a", "type": "text", "use_markdown": True},
+            {"name": "response_b", "type": "text", "use_markdown": True},
+        ],
+        "questions": [
+            {
+                "name": "preference",
+                "type": "label_selection",
+                "labels": list(LABELS),
+                "title": "Which response is better under the constitution?",
+                "required": True,
+            }
+        ],
+        "metadata": [{"name": "uncertainty", "type": "float"}],
+        "mapping": _ARGILLA_MAPPING,
+    }
+
+
+_ARGILLA_README = """\
+# charter review queue for Argilla 2.x
+
+`settings.json` describes the dataset (three text fields, one label question `preference` with
+labels a / b / tie, one float metadata property `uncertainty`); `records.jsonl` holds one record
+per pair, keyed by field names, with the judge's pick as a suggestion. Load them with:
+
+```python
+import json
+import argilla as rg
+
+client = rg.Argilla(api_url="http://localhost:6900", api_key="...")
+s = json.load(open("settings.json"))
+settings = rg.Settings(
+    guidelines=s["guidelines"],
+    fields=[rg.TextField(name=f["name"], use_markdown=True) for f in s["fields"]],
+    questions=[rg.LabelQuestion(name="preference", labels=s["questions"][0]["labels"])],
+    metadata=[rg.FloatMetadataProperty(name="uncertainty")],
+)
+dataset = rg.Dataset(name="charter-review", settings=settings, client=client)
+dataset.create()
+records = [json.loads(line) for line in open("records.jsonl")]
+dataset.records.log(records, mapping=s["mapping"])
+```
+
+When the labelling is done, write the records back out and import them:
+
+```python
+with open("labelled.jsonl", "w") as fh:
+    for r in dataset.records.to_list(flatten=True):
+        fh.write(json.dumps(r) + "\\n")
+```
+
+`charter review import RUN_DIR labelled.jsonl` reads each record's `id` and its
+`preference.responses` (the majority of the annotators' answers).
+"""
+
+
+def export_queue(run_dir: Path, settings: ReviewSettings) -> tuple[Path, list[QueueItem], int]:
+    """Write the queue (``review/queue.jsonl``) and its labelling file; return the file's path,
+    the queue and the number of pairs in the run."""
+    path = run_dir / run_files.PAIRS
+    if not path.exists():
+        raise InputError(
+            f"no pairs to review; run `charter pairs run_dir={run_dir}` first", file=str(path)
+        )
+    rows = [row for _, row in read_jsonl(path)]
+    queue = build_queue(rows, settings)
+    by_id = {review_id(r): r for r in rows}
+    out = run_dir / REVIEW_DIR
+    write_jsonl_atomic(out / QUEUE, [asdict(q) for q in queue])
+    labelling = [_labelling_row(q, by_id[q.review_id]) for q in queue]
+    if settings.format == "jsonl":
+        dest = out / "to_label.jsonl"
+        write_jsonl_atomic(dest, labelling)
+    elif settings.format == "csv":
+        dest = out / "to_label.csv"
+        _write_csv(dest, labelling)
+    else:
+        dest = out / "argilla"
+        guidelines = (
+            "Read the prompt and both responses; pick the better one under the constitution "
+            "(a or b), or tie if neither is better."
+        )
+        records = [
+            {
+                "id": q.review_id,
+                **{k: v for k, v in row.items() if k not in ("review_id", "human_label")},
+                "uncertainty": q.uncertainty,
+                "judge_suggestion": q.judge_choice,
+                "judge_score": round(max(q.p_chosen, 1 - q.p_chosen), 6),
+                "judge_model": by_id[q.review_id]["judge_model"],
+            }
+            for q, row in zip(queue, labelling, strict=True)
+        ]
+        with atomic_dir(dest) as tmp:
+            (tmp / "settings.json").write_text(
+                json.dumps(_argilla_settings(guidelines), indent=2) + "\n", encoding="utf-8"
+            )
+            write_jsonl_atomic(tmp / "records.jsonl", records)
+            (tmp / "README.md").write_text(_ARGILLA_README, encoding="utf-8")
+    return dest, queue, len(rows)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=["review_id", "prompt", "response_a", "response_b", "human_label"]
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _read_labelled(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a labelled file with their line numbers (CSV rows count the header as line 1)."""
+    if not path.exists():
+        raise InputError("file not found", file=str(path))
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            # reader.line_num is the physical line the row ended on (fields may hold newlines)
+            return [(reader.line_num, dict(row)) for row in reader]
+    return list(read_jsonl(path))
+
+
+def _label_of(row: dict[str, Any], file: str, line: int) -> str:
+    """The human label of one row: ``human_label``, or Argilla's ``preference.responses``."""
+    if "human_label" in row:
+        raw, field = row["human_label"], "human_label"
+    elif "preference.responses" in row:
+        field = "preference.responses"
+        answers = [
+            a.get("value") if isinstance(a, dict) else a for a in row["preference.responses"] or []
+        ]
+        counts = Counter(str(a).strip().lower() for a in answers if a)
+        top = counts.most_common(2)
+        raw = "" if not top else ("tie" if len(top) > 1 and top[0][1] == top[1][1] else top[0][0])
+    elif "preference" in row:
+        raw, field = row["preference"], "preference"
+    else:
+        raise InputError(
+            "no label column: expected human_label (or Argilla's preference.responses)",
+            file=file,
+            line=line,
+            field="human_label",
+        )
+    label = "" if raw is None else str(raw).strip().lower()
+    if label not in ("", *LABELS):
+        raise InputError(
+            f"label must be one of a, b, tie (or blank), got {raw!r}",
+            file=file,
+            line=line,
+            field=field,
+        )
+    return label
+
+
+def read_labels(path: Path, queue: dict[str, QueueItem]) -> dict[str, str]:
+    """``{review_id: label}`` for the labelled rows of ``path`` (blank rows are left out).
+
+    Raises:
+        InputError: a row names no id or one not in the queue, has a bad label, or repeats an id
+            with a different label (naming file, line and field).
+    """
+    labels: dict[str, str] = {}
+    for line, row in _read_labelled(path):
+        rid = row.get("review_id", row.get("id"))
+        if not rid:
+            raise InputError("missing review_id", file=str(path), line=line, field="review_id")
+        if rid not in queue:
+            raise InputError(
+                f"review_id {rid!r} is not in this run's review queue (review/queue.jsonl)",
+                file=str(path),
+                line=line,
+                field="review_id",
+            )
+        label = _label_of(row, str(path), line)
+        if not label:
+            continue
+        if labels.get(rid, label) != label:
+            raise InputError(
+                f"review_id {rid!r} labelled twice, {labels[rid]!r} and {label!r}",
+                file=str(path),
+                line=line,
+                field="human_label",
+            )
+        labels[rid] = label
+    return labels
+
+
+def merge_labels(
+    rows: list[dict[str, Any]], queue: dict[str, QueueItem], labels: dict[str, str]
+) -> tuple[list[dict[str, Any]], list[Reject]]:
+    """Pairs with human labels applied: a human label wins (``p_chosen`` 1.0, chosen and
+    rejected swapped where people disagreed), ``tie`` drops the pair as a reject, and every row
+    keeps the judge's pick (``judge_chosen_id``, ``judge_p_chosen``, ``judge_margin``)."""
+    merged, rejects = [], []
+    for row in rows:
+        rid = review_id(row)
+        label = labels.get(rid)
+        out = {
+            **row,
+            "review_id": rid,
+            "label_source": "judge" if label is None else "human",
+            "human_label": label,
+            "judge_chosen_id": row["chosen_id"],
+            "judge_p_chosen": row["p_chosen"],
+            "judge_margin": row["margin"],
+        }
+        if label == "tie":
+            rejects.append(
+                Reject(
+                    stage="review",
+                    source=rid,
+                    reason="human reviewer judged a tie; pair dropped",
+                    field="human_label",
+                    row={"prompt_id": row["prompt_id"], "judge_chosen_id": row["chosen_id"]},
+                )
+            )
+            continue
+        if label is not None:
+            item = queue[rid]
+            human_chosen = item.a_id if label == "a" else item.b_id
+            if human_chosen != row["chosen_id"]:
+                out.update(
+                    chosen=row["rejected"],
+                    rejected=row["chosen"],
+                    chosen_id=row["rejected_id"],
+                    rejected_id=row["chosen_id"],
+                )
+            out.update(p_chosen=1.0, margin=1.0)
+        merged.append(out)
+    return merged, rejects
+
+
+def agreement_report(
+    queue: dict[str, QueueItem], labels: dict[str, str], total_pairs: int
+) -> dict[str, Any]:
+    """Judge-vs-human agreement on the reviewed pairs, and the review budget's savings."""
+    decided = {rid: lab for rid, lab in labels.items() if lab != "tie"}
+    agree = [queue[rid].judge_choice == lab for rid, lab in decided.items()]
+    by_swap: dict[str, list[bool]] = {"swap_consistent": [], "swap_inconsistent": []}
+    for rid, lab in decided.items():
+        key = "swap_consistent" if queue[rid].swap_consistent else "swap_inconsistent"
+        by_swap[key].append(queue[rid].judge_choice == lab)
+    return {
+        "pairs_in_run": total_pairs,
+        "pairs_sent_to_humans": len(queue),
+        "pairs_kept_with_judge_label": total_pairs - len(queue),
+        "share_sent_to_humans": round(len(queue) / total_pairs, 4) if total_pairs else None,
+        "labelled": len(labels),
+        "unlabelled_in_queue": len(queue) - len(labels),
+        "ties_dropped": len(labels) - len(decided),
+        "judge_human_agreement": round(sum(agree) / len(agree), 4) if agree else None,
+        "agreement_by_swap_consistency": {
+            k: {"n": len(v), "agreement": round(sum(v) / len(v), 4) if v else None}
+            for k, v in by_swap.items()
+        },
+        "judge_flipped_by_humans": len(agree) - sum(agree),
+    }
+
+
+def import_labels(run_dir: Path, file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Merge a labelled file into ``reviewed/``: pairs, rejects, dataset files and report.
+
+    Returns:
+        the merged rows and the agreement report (also written to ``reviewed/report.json``).
+    """
+    queue_path = run_dir / REVIEW_DIR / QUEUE
+    if not queue_path.exists():
+        raise InputError(
+            f"no review queue; run `charter review export {run_dir}` first", file=str(queue_path)
+        )
+    queue = {}
+    for _, row in read_jsonl(queue_path):
+        item = QueueItem(**row)
+        queue[item.review_id] = item
+    labels = read_labels(file, queue)
+    rows = [row for _, row in read_jsonl(run_dir / run_files.PAIRS)]
+    merged, rejects = merge_labels(rows, queue, labels)
+    report = {"file": str(file), **agreement_report(queue, labels, len(rows))}
+    out = run_dir / REVIEWED_DIR
+    write_jsonl_atomic(out / "pairs.jsonl", merged)
+    write_jsonl_atomic(out / "rejects.jsonl", [asdict(r) for r in rejects])
+    _write_dataset(out, merged)
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return merged, report
+
+
+def _write_dataset(out: Path, rows: list[dict[str, Any]]) -> None:
+    """The reviewed pairs as a ``datasets`` folder and Parquet, like the pairs stage writes."""
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
+    dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})
+    with atomic_dir(out / "dataset") as tmp:
+        dataset.save_to_disk(str(tmp))
+    tmp_parquet = out / ".pairs.parquet.tmp"
+    dataset.to_parquet(str(tmp_parquet))
+    tmp_parquet.replace(out / "pairs.parquet")
+
+
+def review_command(cfg: Any, _output_dir: Path) -> None:
+    """``charter review export|import`` (the Hydra task the CLI runs; ``action`` picks which)."""
+    from charter.building import build
+    from charter.progress import console
+    from charter.publishing import build_upload_folder
+
+    run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run directory not found", file=str(run_dir))
+    if cfg.action == "export":
+        settings = build(cfg.queue, "queue")
+        dest, queue, total = export_queue(run_dir, settings)
+        console.print(
+            f"review queue: {len(queue)} of {total} pairs sent to people, {total - len(queue)} "
+            f"kept with the judge's label; label file: {dest}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return
+    if not cfg.file:
+        raise InputError("usage: charter review import RUN_DIR FILE", field="file")
+    _, report = import_labels(run_dir, Path(cfg.file))
+    folder = build_upload_folder(run_dir, build(cfg.publish, "publish"))
+    print(json.dumps(report), flush=True)
+    console.print(
+        f"reviewed pairs: {run_dir / REVIEWED_DIR}; upload folder rebuilt: {folder}",
+        soft_wrap=True,
+        highlight=False,
+    )
