@@ -131,7 +131,9 @@ def _constitution_file(run_dir: Path, config: dict[str, Any], rows: list[dict[st
     return path
 
 
-def upload_card(card: str, data_files: dict[str, str], counts: dict[str, int], fmt: str) -> str:
+def upload_card(
+    card: str, data_files: dict[str, str], counts: dict[str, int], fmt: str, reviewed: int = 0
+) -> str:
     """The run's card with its Hub header pointing at the split files, plus a files section."""
     header: dict[str, Any] = {}
     body = card
@@ -161,6 +163,13 @@ def upload_card(card: str, data_files: dict[str, str], counts: dict[str, int], f
         "configuration of the run.",
         "",
     ]
+    if reviewed:
+        files += [
+            f"{reviewed} of {sum(counts.values())} pairs carry a human label",
+            "(`label_source: human`; the judge's pick is kept in `judge_chosen_id`),",
+            "the rest the judge's label (`label_source: judge`). See `charter review`.",
+            "",
+        ]
     head = yaml.safe_dump(header, sort_keys=False).strip()
     return f"---\n{head}\n---\n{body.rstrip()}\n" + "\n".join(files)
 
@@ -210,7 +219,8 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
         for split, split_rows in splits.items():
             _write_split(split_rows, tmp / data_files[split], fmt, like)
         counts = {s: len(r) for s, r in splits.items()}
-        card = upload_card(card_path.read_text(encoding="utf-8"), data_files, counts, fmt)
+        reviewed = sum(r.get("label_source") == "human" for r in rows)
+        card = upload_card(card_path.read_text(encoding="utf-8"), data_files, counts, fmt, reviewed)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         shutil.copyfile(constitution, tmp / "constitution.yaml")
         (tmp / "charter_config.yaml").write_text(
