@@ -43,8 +43,10 @@ def check_signature(path: str, node: DictConfig) -> None:
         for n, p in params.items()
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
-    # the judge's engine is passed in by the CLI (one loaded model shared with the generator)
-    missing = required - keys - ({"engine"} if path == "judge" else set())
+    # the judge's engine is passed in by the CLI (one loaded model shared with the generator);
+    # a jury hands that engine to its members, which are partials for that reason
+    passed_in = path == "judge" or (path.startswith("judge.members.") and node.get("_partial_"))
+    missing = required - keys - ({"engine"} if passed_in else set())
     assert not missing, f"{path}: {node._target_} needs {sorted(missing)}"
 
 

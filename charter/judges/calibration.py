@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,47 @@ def expected_calibration_error(p_human_choice: Sequence[float], bins: int = 5) -
     table = reliability(p_human_choice, bins)
     n = sum(b.count for b in table)
     return sum(b.count * abs(b.accuracy - b.confidence) for b in table) / n if n else 0.0
+
+
+def plot_reliability(
+    curves: dict[str, Sequence[ReliabilityBin]], path: Path, *, title: str = "Reliability"
+) -> None:
+    """Write a reliability diagram (PNG): accuracy against confidence, one line per judge.
+
+    The diagonal is perfect calibration; points below it are overconfident. Marker area grows
+    with the bin's size, since a bin of three verdicts says little. Rendered with matplotlib's
+    Agg backend (no display needed) into a temp file that is renamed, so a crash never leaves
+    half an image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    try:
+        ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="calibrated")
+        for name, bins in curves.items():
+            if not bins:
+                continue
+            total = sum(b.count for b in bins)
+            (line,) = ax.plot([b.confidence for b in bins], [b.accuracy for b in bins], label=name)
+            ax.scatter(
+                [b.confidence for b in bins],
+                [b.accuracy for b in bins],
+                s=[20 + 300 * b.count / total for b in bins],
+                color=line.get_color(),
+                alpha=0.6,
+            )
+        ax.set_xlim(0.5, 1.0)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel("confidence in the verdict, max(p, 1 - p)")
+        ax.set_ylabel("agreement with the human label")
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize="small")
+        fig.tight_layout()
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)

@@ -1,10 +1,13 @@
-"""One table comparing judge configurations, from the metrics.json of each eval-judge job."""
+"""One table comparing judge configurations, from the metrics.json of each eval-judge job, and
+one reliability diagram with every judge's curve."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from charter.judges.calibration import ReliabilityBin, plot_reliability
 
 COLUMNS = (
     ("judge", "judge"),
@@ -19,6 +22,9 @@ COLUMNS = (
     ("prefers_longer_rate", "prefers longer"),
     ("injection_flip_rate", "injection flips"),
     ("ece", "ECE"),
+    ("abstention_rate", "abstained"),
+    ("jury_agreement", "jury agree"),
+    ("jury_kappa", "jury kappa"),
     ("tokens_per_comparison", "tokens/cmp"),
     ("seconds_per_comparison", "s/cmp"),
 )
@@ -51,10 +57,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
+def reliability_curves(sweep_dir: Path) -> dict[str, list[ReliabilityBin]]:
+    """Each job's reliability bins (its reliability.json), named by its judge and number."""
+    curves = {}
+    for path in sorted(sweep_dir.glob("*/reliability.json"), key=lambda p: int(p.parent.name)):
+        metrics = path.parent / "metrics.json"
+        name = json.loads(metrics.read_text())["judge"] if metrics.exists() else "judge"
+        bins = [ReliabilityBin(**b) for b in json.loads(path.read_text())]
+        curves[f"{path.parent.name}: {name}"] = bins
+    return curves
+
+
 def write_comparison(sweep_dir: Path) -> str:
-    """Write comparison.json and comparison.md into the sweep dir; return the Markdown."""
+    """Write comparison.json, comparison.md and reliability.png (every judge's curve) into the
+    sweep dir; return the Markdown."""
     rows = collect(sweep_dir)
     text = markdown(rows)
     (sweep_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     (sweep_dir / "comparison.md").write_text(text)
+    curves = reliability_curves(sweep_dir)
+    if curves:
+        plot_reliability(curves, sweep_dir / "reliability.png", title="Reliability by judge")
     return text

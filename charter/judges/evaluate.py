@@ -6,7 +6,8 @@ agreement we report the biases that inflate or hide it: how often the judge pick
 position, how often it picks the longer response, what "pick the longer one" alone scores, and
 a length-controlled agreement (the mean of agreement where the human choice is the longer and
 where it is the shorter response, so "pick the longer one" scores exactly 0.5). Calibration
-(ECE) and the injection flip rate on attacked copies of the first pairs complete the picture.
+(ECE) and the injection flip rate on attacked copies of the first pairs complete the picture;
+judges that can abstain report how often they did, and a jury how often its members agree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from charter.constitution import Constitution
 from charter.human_prefs import HumanPair
+from charter.judges.agreement import jury_agreement
 from charter.judges.calibration import expected_calibration_error
 from charter.judges.injection import adversarial_pairs, flip_rate
 from charter.judges.principles import draw_principle
@@ -41,6 +43,9 @@ class JudgeReport:
     seconds: float
     seconds_per_comparison: float
     tokens_per_comparison: float | None = None
+    abstention_rate: float | None = None
+    jury_agreement: float | None = None
+    jury_kappa: float | None = None
 
 
 def _hard(p: float) -> float:
@@ -103,6 +108,9 @@ def report(
         if j.p_a != 0.5:
             decided += 1
             longer += (j.p_a > 0.5) == chosen_longer
+    jury = jury_agreement(judgments)
+    # judges that can abstain (structured verdicts) say so in raw; others never do
+    can_abstain = any("abstained" in j.raw for j in judgments)
     return JudgeReport(
         n=n,
         agreement=agreement,
@@ -116,6 +124,11 @@ def report(
         injection_flip_rate=injection_flip_rate,
         seconds=seconds,
         seconds_per_comparison=seconds / n,
+        abstention_rate=sum(bool(j.raw.get("abstained")) for j in judgments) / n
+        if can_abstain
+        else None,
+        jury_agreement=jury.pairwise_agreement if jury else None,
+        jury_kappa=jury.fleiss_kappa if jury else None,
     )
 
 
