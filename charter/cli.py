@@ -37,6 +37,8 @@ commands:
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
+  train        train on a run's data:                  charter train trainer=reward data=RUN_DIR
+               (trainer=dpo|sft|online_dpo|grpo|rloo|ppo; the closed loop: experiment=loop_cpu)
 
 Every model call is cached in <cache_dir>/calls.sqlite (call_cache=false turns it off), so a
 rerun pays only for what changed; `charter run run_dir=DIR` resumes a killed run.
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             raise SystemExit(2) from None
     from charter import commands
+    from charter.trainers import command as train_command
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
         "run": ("run", commands.run_all),
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         "judge": ("run", commands.run_judge),
         "pairs": ("run", commands.run_pairs),
         "eval-judge": ("eval_judge", commands.eval_judge),
+        "train": ("train", train_command.train),
     }
     if command not in tasks:
         print(f"charter: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
