@@ -131,9 +131,11 @@ class StepLog:
 
     ``kl`` is the mean over responses of the summed per-token ``log pi - log pi_ref`` of the
     rollout; ``approx_kl`` is how far the updates moved the policy from the rollout policy
-    (mean of ``(r - 1) - log r`` over tokens, r the probability ratio). ``probe_margins`` are
-    ``log pi(chosen) - log pi(rejected)`` after the step, ``probe_shifts`` their change since the
-    step before. ``fresh_reward_mean`` and ``rank_corr`` are ``None`` without a fresh judge.
+    (mean of ``(r - 1) - log r`` over tokens, r the probability ratio). ``kl`` is a sample
+    estimate, so it can dip below 0 while the policy is still close to the reference.
+    ``probe_margins`` are ``log pi(chosen) - log pi(rejected)`` after the step, ``probe_shifts``
+    their change since the step before. ``fresh_reward_mean`` and ``rank_corr`` are ``None``
+    without a fresh judge.
     """
 
     step: int
@@ -382,7 +384,9 @@ def _sample(
     stops: list[int],
 ) -> _Rollout:
     prompt_rows = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    prompt_ids, prompt_mask = _left_pad(prompt_rows, tokenizer.pad_token_id)
+    prompt_ids, prompt_mask = (
+        t.to(policy.device) for t in _left_pad(prompt_rows, tokenizer.pad_token_id)
+    )
     generation = GenerationConfig(
         do_sample=True,
         temperature=config.temperature,
@@ -400,7 +404,7 @@ def _sample(
     start = prompt_ids.shape[1]
     responses = out[:, start:]
     # Everything after a response's first stop token is padding (pad may equal EOS).
-    is_stop = torch.isin(responses, torch.tensor(stops))
+    is_stop = torch.isin(responses, torch.tensor(stops, device=responses.device))
     after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0
     response_mask = (~after_stop).float()
     texts = [
@@ -427,13 +431,81 @@ def _probe_margins(
             total = []
             for response in (probe.chosen, probe.rejected):
                 target = continuation_ids(tokenizer, prompt, prompt_ids, response)
-                ids = torch.tensor([prompt_ids + target])
+                ids = torch.tensor([prompt_ids + target], device=policy.device)
                 logprobs, _, _ = _forward(
                     policy, None, ids, torch.ones_like(ids), len(prompt_ids), 1.0
                 )
                 total.append(logprobs.sum().item())
             margins.append(total[0] - total[1])
     return margins
+
+
+def _score_rollout(
+    model: PreTrainedModel, head: ValueHead | None, roll: _Rollout, config: PPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (and values, with a head) of the sampled responses, one minibatch at a time."""
+    logprobs, values = [], []
+    with torch.no_grad():
+        for idx in torch.arange(len(roll.texts)).split(config.mini_batch_size):
+            lp, _, v = _forward(
+                model, head, roll.ids[idx], roll.mask[idx], roll.start, config.temperature
+            )
+            logprobs.append(lp)
+            values.append(v if v is not None else torch.zeros_like(lp))
+    return torch.cat(logprobs), torch.cat(values)
+
+
+def _update(
+    model: PreTrainedModel,
+    head: ValueHead,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    roll: _Rollout,
+    old_logprobs: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    config: PPOConfig,
+) -> dict[str, float]:
+    """``ppo_epochs`` passes of clipped updates over shuffled minibatches; the mean losses.
+
+    The model stays in eval mode (no dropout), so the first minibatch's ratio is exactly 1, as
+    PPO assumes: the rollout's log-probs came from the same deterministic forward pass.
+    """
+    mask = roll.response_mask
+    sums: dict[str, float] = {}
+    updates = 0
+    for _ in range(config.ppo_epochs):
+        for idx in torch.randperm(len(roll.texts)).split(config.mini_batch_size):
+            logprobs, entropy, values = _forward(
+                model, head, roll.ids[idx], roll.mask[idx], roll.start, config.temperature
+            )
+            assert values is not None
+            losses = ppo_losses(
+                logprobs,
+                old_logprobs[idx],
+                advantages[idx],
+                values,
+                old_values[idx],
+                returns[idx],
+                mask[idx],
+                config.clip_range,
+                config.clip_range_value,
+            )
+            losses["entropy"] = masked_mean(entropy, mask[idx])
+            loss = (
+                losses["policy_loss"]
+                + config.vf_coef * losses["value_loss"]
+                - config.entropy_coef * losses["entropy"]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.item()
+            updates += 1
+    return {key: total / updates for key, total in sums.items()}
 
 
 def _scores(fn: RewardFn, prompts: list[Prompt], texts: list[str], what: str) -> list[float]:
@@ -461,6 +533,7 @@ def _load(
 
         path = resolve_model(str(policy))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -480,7 +553,8 @@ def train_ppo(
     """Train ``policy`` with PPO against ``reward_fn``; save it to ``out_dir/policy``.
 
     Args:
-        policy: a model folder, an embedded model name, or a loaded causal LM (trained in place).
+        policy: a model folder, an embedded model name (loaded in fp32, on CUDA where there is
+            one), or a loaded causal LM (trained in place, on its own device).
         tokenizer: the policy's tokenizer; ``None`` loads it from the policy's folder.
         reward_fn: scores ``(prompts, responses)``; prompts are passed as given here.
         prompts: strings or chats; each step takes the next ``batch_size`` of a seeded shuffle.
@@ -501,7 +575,7 @@ def train_ppo(
 
     model, tokenizer = _load(policy, tokenizer)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    head = ValueHead(model.config.hidden_size).to(model.dtype)
+    head = ValueHead(model.config.hidden_size).to(model.device, model.dtype)
     parameters = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, eps=1e-5)
     kl_ctl = AdaptiveKLController(
@@ -532,13 +606,8 @@ def train_ppo(
         roll = _sample(model, tokenizer, rendered, config, stops)
         scores = _scores(reward_fn, batch, roll.texts, "reward_fn")
         mask = roll.response_mask
-        with torch.no_grad():
-            old_logprobs, _, old_values = _forward(
-                model, head, roll.ids, roll.mask, roll.start, config.temperature
-            )
-            ref_logprobs, _, _ = _forward(
-                reference, None, roll.ids, roll.mask, roll.start, config.temperature
-            )
+        old_logprobs, old_values = _score_rollout(model, head, roll, config)
+        ref_logprobs, _ = _score_rollout(reference, None, roll, config)
         kl_tokens = (old_logprobs - ref_logprobs) * mask
         kl = kl_tokens.sum(-1).mean().item()
         if config.kl_budget is not None and kl > config.kl_budget:
@@ -549,44 +618,23 @@ def train_ppo(
             break
         rewards = -kl_ctl.value * kl_tokens
         last = (mask.sum(-1).long() - 1).clamp(min=0)
-        rewards[torch.arange(len(scores)), last] += torch.tensor(scores)
+        rewards[torch.arange(len(scores)), last] += torch.tensor(scores, device=rewards.device)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
 
-        # Several epochs of clipped updates over shuffled minibatches. The model stays in eval
-        # mode (no dropout), so the first minibatch's ratio is exactly 1, as PPO assumes.
-        sums: dict[str, float] = {}
-        updates = 0
-        for _ in range(config.ppo_epochs):
-            for idx in torch.randperm(config.batch_size).split(config.mini_batch_size):
-                logprobs, entropy, values = _forward(
-                    model, head, roll.ids[idx], roll.mask[idx], roll.start, config.temperature
-                )
-                losses = ppo_losses(
-                    logprobs,
-                    old_logprobs[idx],
-                    advantages[idx],
-                    values,
-                    old_values[idx],
-                    returns[idx],
-                    mask[idx],
-                    config.clip_range,
-                    config.clip_range_value,
-                )
-                losses["entropy"] = masked_mean(entropy, mask[idx])
-                loss = (
-                    losses["policy_loss"]
-                    + config.vf_coef * losses["value_loss"]
-                    - config.entropy_coef * losses["entropy"]
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                for key, value in losses.items():
-                    sums[key] = sums.get(key, 0.0) + value.item()
-                updates += 1
+        mean = _update(
+            model,
+            head,
+            optimizer,
+            parameters,
+            roll,
+            old_logprobs,
+            old_values,
+            advantages,
+            returns,
+            config,
+        )
         coef_used = kl_ctl.value
         kl_ctl.update(kl, config.batch_size)
 
@@ -602,7 +650,6 @@ def train_ppo(
             if warning:
                 log.warning(warning)
                 warnings.append(warning)
-        mean = {k: v / updates for k, v in sums.items()}
         logs.append(
             StepLog(
                 step=step,
