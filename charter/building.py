@@ -158,18 +158,36 @@ class EngineCache:
 
     With a ``calls`` cache, every engine is wrapped in a
     :class:`~charter.call_cache.CachedEngine`, so its calls are looked up before they are made.
+    Where the engine runs is the config's ``executor`` (``charter/executors``): in this process,
+    or as Ray replicas behind an Engine-protocol object; the cache stays in this process, outside.
     """
 
     def __init__(self, calls: CallCache | None = None) -> None:
         self.calls = calls
         self._engines: dict[str, Any] = {}
+        self._executor: Any = None
+
+    def _executor_for(self, node: DictConfig) -> Any:
+        # Read from the engine node's root config, so the commands need not pass it along;
+        # configs without an ``executor`` (eval-judge) run locally.
+        root = node._get_root()
+        spec = root.get("executor") if isinstance(root, DictConfig) else None
+        if self._executor is None and spec is not None:
+            self._executor = build(spec, "executor")
+        return self._executor
 
     def get(self, node: DictConfig, key: str) -> Any:
         fingerprint = OmegaConf.to_yaml(node, resolve=True)
         if fingerprint not in self._engines:
-            engine = build(node, key)
+            executor = self._executor_for(node)
+            if executor is None:
+                engine = build(node, key)
+            else:
+                engine = executor.engine(node, key, build, engine_fingerprint)
             if self.calls is not None:
-                engine = CachedEngine(engine, self.calls, engine_fingerprint(engine, node))
+                # a sharded engine carries its wrapped engine's fingerprint: same cache keys
+                known = getattr(engine, "engine_fingerprint", None)
+                engine = CachedEngine(engine, self.calls, known or engine_fingerprint(engine, node))
             self._engines[fingerprint] = engine
         return self._engines[fingerprint]
 
