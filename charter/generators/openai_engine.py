@@ -82,6 +82,10 @@ class OpenAIEngine:
             length can be found.
     """
 
+    supports_json_schema = True
+    """``generate(..., json_schema=...)`` sends OpenAI's ``response_format`` (a JSON schema),
+    which vLLM and OpenAI enforce while decoding; a server without it answers HTTP 400."""
+
     def __init__(
         self,
         model: str,

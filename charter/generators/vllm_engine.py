@@ -71,6 +71,10 @@ class VLLMEngine:
         InputError: vLLM is not installed, or the model cannot be found.
     """
 
+    supports_json_schema = True
+    """``generate(..., json_schema=...)`` constrains decoding (vLLM's structured outputs), so
+    judges that write verdicts can ask for valid JSON instead of parsing and retrying."""
+
     def __init__(
         self,
         model: str,
