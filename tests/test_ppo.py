@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from charter.errors import InputError
+from charter.trainers.common import Lora
 from charter.trainers.ppo import (
     AdaptiveKLController,
     PPOConfig,
@@ -290,6 +291,28 @@ def test_chat_run_logs_probe_shifts_warns_on_divergence_and_saves(tiny_llama, tm
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     assert not torch.equal(reloaded.lm_head.weight, base.lm_head.weight)
     assert (Path(result.model_dir) / "value_head.pt").is_file()
+
+
+def test_lora_trains_adapters_against_the_adapter_free_reference(tiny_llama, tmp_path):  # noqa: F811
+    config = PPOConfig(
+        steps=2,
+        batch_size=2,
+        mini_batch_size=2,
+        ppo_epochs=2,
+        max_new_tokens=4,
+        learning_rate=1e-2,
+        lora=Lora(enabled=True, r=4, alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    lengths = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
+    result = train_ppo(str(tiny_llama), None, lengths, ["Hi", "Hello"], config, tmp_path)
+    assert result.steps[0].kl == pytest.approx(0.0, abs=1e-5)  # untrained adapters: no drift
+    assert result.steps[1].kl != pytest.approx(0.0, abs=1e-5)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    layer, base_layer = reloaded.model.layers[0].self_attn, base.model.layers[0].self_attn
+    assert not torch.equal(layer.q_proj.weight, base_layer.q_proj.weight)  # merged adapters
+    assert torch.equal(layer.k_proj.weight, base_layer.k_proj.weight)  # untouched
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())
 
 
 def test_no_prompts_is_a_user_error(tiny_llama, tmp_path):  # noqa: F811

@@ -47,6 +47,7 @@ from charter.errors import InputError
 from charter.generators.rendering import continuation_ids, stop_token_ids
 from charter.jsonl import atomic_dir, write_jsonl_atomic
 from charter.records import Chat
+from charter.trainers.common import Lora
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ class PPOConfig:
     for ``ppo_epochs`` passes. ``kl_budget`` (nats per response) stops training once the policy's
     samples drift that far from the reference; ``None`` never stops. ``probes`` are
     :class:`ShiftProbe` or mappings with the same keys. The guard compares the reward with a fresh
-    judge over the last ``guard_window`` steps and warns below ``guard_min_rank_corr``.
+    judge over the last ``guard_window`` steps and warns below ``guard_min_rank_corr``. With
+    ``lora.enabled`` only low-rank adapters train, the reference is the same weights with the
+    adapters switched off (no second copy in memory), and the saved policy has them merged in.
     """
 
     steps: int = 20
@@ -105,6 +108,7 @@ class PPOConfig:
     probes: Sequence[ShiftProbe | Mapping[str, Any]] = ()
     guard_window: int = 5
     guard_min_rank_corr: float = 0.0
+    lora: Lora | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens")
@@ -574,7 +578,14 @@ def train_ppo(
     rng = random.Random(config.seed)
 
     model, tokenizer = _load(policy, tokenizer)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    peft_config = config.lora.peft_config("CAUSAL_LM") if config.lora else None
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+        reference = None
+    else:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
     head = ValueHead(model.config.hidden_size).to(model.device, model.dtype)
     parameters = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, eps=1e-5)
@@ -607,7 +618,11 @@ def train_ppo(
         scores = _scores(reward_fn, batch, roll.texts, "reward_fn")
         mask = roll.response_mask
         old_logprobs, old_values = _score_rollout(model, head, roll, config)
-        ref_logprobs, _ = _score_rollout(reference, None, roll, config)
+        if reference is None:
+            with model.disable_adapter():
+                ref_logprobs, _ = _score_rollout(model, None, roll, config)
+        else:
+            ref_logprobs, _ = _score_rollout(reference, None, roll, config)
         kl_tokens = (old_logprobs - ref_logprobs) * mask
         kl = kl_tokens.sum(-1).mean().item()
         if config.kl_budget is not None and kl > config.kl_budget:
@@ -673,6 +688,8 @@ def train_ppo(
         write_jsonl_atomic(out_dir / "ppo_log.jsonl", (dataclasses.asdict(s) for s in logs))
 
     model_dir = out_dir / "policy"
+    if peft_config is not None:
+        model = model.merge_and_unload()  # a plain folder, loadable without peft
     with atomic_dir(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
