@@ -1,0 +1,146 @@
+"""`charter train` end to end on the tiny Llama with a fake judge: the loop, online DPO, PPO.
+
+These check the wiring a user runs (configs -> stages -> trainers -> files), in process for
+speed; the CLI's error path runs as a user would, in a fresh process. Quality figures come from
+the real model (`charter train experiment=loop_cpu`), never from these.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from charter.trainers.command import train
+from tests import tiny_llama as shared
+from tests.test_configs import compose_all
+
+tiny_llama = shared.tiny_llama  # the session fixture
+
+FAKE_JUDGE = "engine@judge.engine=fake"
+
+
+def compose(tiny: Path, *overrides: str) -> OmegaConf:
+    return compose_all("train", [f"generator.engine.model={tiny}", FAKE_JUDGE, *overrides])
+
+
+def test_closed_loop_writes_figures(tiny_llama: Path, tmp_path: Path) -> None:
+    cfg = compose(
+        tiny_llama,
+        "experiment=loop_cpu",
+        "prompts.limit=6",
+        "loop.heldout_prompts=2",
+        "generator.sampling.max_new_tokens=8",
+        "loop.reward.human_limit=4",
+        "loop.reward.optim.max_steps=2",
+        "loop.reward.optim.device=cpu",
+        "loop.dpo.optim.max_steps=2",
+        "loop.dpo.optim.device=cpu",
+    )
+    train(cfg, tmp_path)
+    figures = json.loads((tmp_path / "loop_metrics.json").read_text())
+    assert figures["pairs"] == 4  # 4 training prompts, one best-vs-worst pair each
+    assert figures["dpo_vs_base"]["prompts"] == 2
+    low, high = figures["dpo_vs_base"]["ci95"]
+    assert low <= figures["dpo_vs_base"]["win_rate"] <= high
+    assert figures["reward_model"]["human"]["pairs"] == 4
+    assert (tmp_path / "data" / "dataset").is_dir()  # the loop's data is an ordinary run
+    judged = (tmp_path / "head_to_head_judgments.jsonl").read_text().splitlines()
+    assert all(json.loads(j)["candidate_a"].endswith("/trained") for j in judged)
+    held_out = {json.loads(r)["prompt_id"] for r in judged}
+    trained_on = (tmp_path / "data" / "train_prompts.jsonl").read_text()
+    assert not any(f'"{p}"' in trained_on for p in held_out)
+
+
+def test_online_dpo_rounds_sample_from_the_updated_policy(tiny_llama: Path, tmp_path: Path):
+    cfg = compose(
+        tiny_llama,
+        "trainer=online_dpo",
+        "trainer.rounds=2",
+        "trainer.prompts_per_round=3",
+        "trainer.dpo.optim.max_steps=1",
+        "trainer.dpo.optim.device=cpu",
+        "trainer.dpo.optim.learning_rate=1e-3",
+        "generator.sampling.max_new_tokens=8",
+    )
+    train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1]
+    round1 = [json.loads(r) for r in (tmp_path / "round_1" / "candidates.jsonl").open()]
+    # round 1 sampled from round 0's model, and walked on to the next prompts
+    assert round1[0]["generator_model"] == str(tmp_path / "round_0" / "model")
+    assert (
+        round1[0]["prompt_id"]
+        != json.loads((tmp_path / "round_0" / "candidates.jsonl").open().readline())["prompt_id"]
+    )
+    assert metrics["model_dir"] == str(tmp_path / "round_1" / "model")
+    assert (tmp_path / "round_1" / "model" / "README.md").exists()
+
+
+def test_ppo_trains_on_the_pointwise_judge(tiny_llama: Path, tmp_path: Path) -> None:
+    cfg = compose(
+        tiny_llama,
+        "trainer=ppo",
+        "judge=pointwise",
+        FAKE_JUDGE,
+        "prompts.limit=2",
+        "trainer.steps=1",
+        "trainer.batch_size=2",
+        "trainer.mini_batch_size=2",
+        "trainer.ppo_epochs=1",
+        "trainer.max_new_tokens=4",
+    )
+    train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and len(metrics["reward_mean_per_step"]) == 1
+
+
+def test_cli_bad_data_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "hi"}\nnot json\n')
+    result = subprocess.run(
+        [sys.executable, "-c", "from charter.cli import main; main()", "train",
+         "trainer=dpo", f"data={bad}", f"hydra.run.dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert f"{bad}: no usable preference pairs (2 rejected)" in said
+
+
+@pytest.mark.slow
+def test_reward_step_on_real_smollm2(tmp_path: Path) -> None:
+    """One real reward-model run through SmolLM2-135M: the loss moves and the model scores."""
+    from datasets import Dataset
+
+    from charter.trainers.common import Optimisation
+    from charter.trainers.data import Provenance
+    from charter.trainers.reward import RewardModelScorer, RewardSettings, train_reward
+    from tests.engine_fixtures import smollm2_dir
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"How do I pick a strong password? ({i})"}],
+            "chosen": [{"role": "assistant", "content": "Use a long passphrase, unique per site."}],
+            "rejected": [{"role": "assistant", "content": "Use 1234, it is easy to remember."}],
+            "margin": 0.8,
+        }
+        for i in range(4)
+    ]
+    pairs = Dataset.from_list(rows)
+    settings = RewardSettings(
+        base_model=str(smollm2_dir()),
+        eval_fraction=0.0,
+        optim=Optimisation(learning_rate=5e-5, max_steps=2, batch_size=2, device="cpu"),
+    )
+    result = train_reward(settings, pairs, Provenance.of(pairs, Path("inline")), tmp_path)
+    assert len(result.losses) == 2 and result.losses[0] != result.losses[1]
+    scores = RewardModelScorer(result.model_dir).score(
+        [rows[0]["prompt"]] * 2, ["Use a long passphrase, unique per site.", "Use 1234."]
+    )
+    assert all(isinstance(s, float) for s in scores)
