@@ -19,7 +19,7 @@ import yaml
 from datasets import load_dataset
 
 from charter.errors import InputError
-from charter.publishing import PublishSettings, build_upload_folder, prompt_split
+from charter.publishing import PublishSettings, build_upload_folder, prompt_split, publish
 
 FAKE = ["engine@generator.engine=fake", "engine@judge.engine=fake"]
 TOKEN = "hf_charter_test_secret_0123456789"
@@ -100,11 +100,9 @@ def test_dry_run_writes_the_exact_upload_folder_and_no_token(run: Path) -> None:
 
 def test_local_target_loads_with_datasets_by_its_card(run: Path, tmp_path: Path) -> None:
     hub = tmp_path / "hub"
-    result = charter(
-        "publish", str(run), "repo_id=org/name", f"target={hub}", cwd=run.parent, HF_TOKEN=TOKEN
-    )
-    assert result.returncode == 0, result.stderr
+    message = publish(run, PublishSettings(repo_id="org/name", target=str(hub)))
     dest = hub / "org" / "name"
+    assert message == f"published org/name to local target {dest}"
     # load_dataset on the folder reads the card's configs header, as the Hub does
     loaded = load_dataset(str(dest))
     assert set(loaded) == {"train", "test"}
@@ -123,9 +121,8 @@ def test_upload_without_network_fails_in_one_line_and_leaks_nothing(run: Path) -
     assert "Traceback" not in out and TOKEN not in out
     assert (run / "upload" / "data" / "train.parquet").exists()  # the folder is whole
     assert not list(run.glob(".upload.*"))  # and no temp folder is left
-    no_token = charter("publish", str(run), "repo_id=org/name", cwd=run.parent, HF_TOKEN="")
-    assert no_token.returncode == 2
-    assert "no Hub token: set HF_TOKEN" in no_token.stdout + no_token.stderr
+    with pytest.raises(InputError, match="no Hub token: set CHARTER_NO_SUCH_TOKEN"):
+        publish(run, PublishSettings(repo_id="org/name", token_env="CHARTER_NO_SUCH_TOKEN"))
 
 
 @pytest.mark.parametrize("fmt", ["openrlhf", "verl", "jsonl"])

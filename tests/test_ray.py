@@ -55,7 +55,7 @@ def compose_run(*overrides: str):
         return compose("run", overrides=["experiment=smoke", *FAKE, *overrides])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="needs Ray: pip install 'charter[ray]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -98,20 +98,36 @@ def charter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+REAL = ["run", "experiment=smoke", "prompts.limit=2", "call_cache=false", "executor.shard_size=1"]
+"""2 prompts x 2 samples with SmolLM2; every call computed (no cache), one chat per shard."""
+
+
+_REAL_RUNS: list[Path] = []
+
+
+def make_real_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-model run on the local executor, made once per session and shared with
+    tests/test_review.py (a fixture imported into another module would run again)."""
+    if not _REAL_RUNS:
+        root = tmp_path_factory.mktemp("real_local_run")
+        result = charter(*REAL, f"hydra.run.dir={root / 'run'}", cwd=root)
+        assert result.returncode == 0, result.stderr
+        _REAL_RUNS.append(root / "run")
+    return _REAL_RUNS[0]
+
+
+@pytest.fixture(scope="session")
+def real_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_real_local_run(tmp_path_factory)
+
+
 @pytest.mark.slow
-def test_ray_run_with_the_real_model_is_byte_identical_to_the_local_run(tmp_path: Path) -> None:
+def test_ray_run_with_the_real_model_is_byte_identical_to_the_local_run(
+    real_local_run: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("ray", reason="needs Ray: pip install 'charter[ray]'")
-    common = [
-        "run",
-        "experiment=smoke",
-        "prompts.limit=2",
-        "call_cache=false",  # both runs must compute every call
-        "executor.shard_size=1",
-    ]
-    local = charter(*common, f"hydra.run.dir={tmp_path / 'local'}", cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
     ray_run = charter(
-        *common,
+        *REAL,
         "executor=ray",
         "executor.num_replicas=2",
         "executor.num_cpus=2",
@@ -120,5 +136,5 @@ def test_ray_run_with_the_real_model_is_byte_identical_to_the_local_run(tmp_path
     )
     assert ray_run.returncode == 0, ray_run.stderr
     for name in OUTPUTS:
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+        assert (tmp_path / "ray" / name).read_bytes() == (real_local_run / name).read_bytes()
     assert (tmp_path / "ray" / "pairs.jsonl").read_text().count("\n") == 2

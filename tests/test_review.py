@@ -22,6 +22,7 @@ from charter.review import (
     read_labels,
     review_id,
 )
+from tests.test_ray import make_real_local_run
 
 FAKE = ["engine@generator.engine=fake", "engine@judge.engine=fake"]
 
@@ -196,24 +197,25 @@ def test_bad_label_files_name_file_line_and_field(run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_review_and_publish_a_real_model_run(tmp_path: Path) -> None:
-    """The whole loop on SmolLM2 output: run, review export, labels back, publish dry run."""
-    run = tmp_path / "run"
-    result = charter("run", "experiment=smoke", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    result = charter("review", "export", str(run), "budget=2", cwd=tmp_path)
+def test_review_and_publish_a_real_model_run(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The loop on SmolLM2 output: review export, labels back, agreement, publish dry run."""
+    run = Path(shutil.copytree(make_real_local_run(tmp_path_factory), tmp_path / "run"))
+    result = charter("review", "export", str(run), "budget=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     to_label = [json.loads(line) for line in (run / "review" / "to_label.jsonl").open()]
-    assert len(to_label) == 2 and all(r["response_a"] != r["response_b"] for r in to_label)
+    assert len(to_label) == 1 and to_label[0]["response_a"] != to_label[0]["response_b"]
     labelled = tmp_path / "labels.jsonl"
     labelled.write_text("".join(json.dumps({**r, "human_label": "a"}) + "\n" for r in to_label))
     result = charter("review", "import", str(run), str(labelled), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[0])
-    assert report["labelled"] == 2 and report["pairs_in_run"] == 3
+    assert report["labelled"] == 1 and report["pairs_in_run"] == 2
+    assert report["pairs_sent_to_humans"] == 1 and report["pairs_kept_with_judge_label"] == 1
     merged = [json.loads(line) for line in (run / "reviewed/pairs.jsonl").open()]
-    assert sum(r["label_source"] == "human" for r in merged) == 2
+    assert [r["label_source"] for r in merged].count("human") == 1
     result = charter("publish", str(run), "repo_id=org/real", "dry_run=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = load_dataset("parquet", data_files=str(run / "upload/data/*.parquet"), split="train")
-    assert len(rows) == 3 and rows[0]["judge_model"] == "smollm2-135m-instruct"
+    assert len(rows) == 2 and rows[0]["judge_model"] == "smollm2-135m-instruct"
