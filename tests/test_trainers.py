@@ -78,6 +78,10 @@ def test_reward_model_learns_pairs_and_reloads(tiny_llama: Path, tmp_path: Path)
     prompt = pair_rows(1)[0]["prompt"]
     good, bad = scorer.score([prompt, prompt], ["Use strong, unique passwords.", "Share it."])
     assert good > bad
+    # the same object is a TRL/PPO reward function: chats or strings in, one float per sample
+    as_trl = scorer(prompts=[prompt], completions=[[{"role": "assistant", "content": "Share it."}]])
+    as_ppo = scorer(["Question 0: how do I stay safe online?"], ["Share it."])
+    assert as_trl == pytest.approx([bad]) and len(as_ppo) == 1
 
 
 def test_dpo_filters_by_margin_smooths_and_trains(tiny_llama: Path, tmp_path: Path) -> None:
