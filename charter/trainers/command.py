@@ -109,8 +109,9 @@ def train(cfg: DictConfig, out_dir: Path) -> None:
                 reward_fn: Any = RewardModelScorer(resolve_path(settings.reward_model))
             else:
                 reward_fn = _pointwise_reward(cfg, EngineCache(open_call_cache(cfg)))
-            prov = Provenance(str(resolve_path(cfg.prompts.path)), 0, [], [], [])
-            result = train_rl(settings, _prompts(cfg), reward_fn, prov, out_dir)
+            prompts = _prompts(cfg)
+            prov = Provenance(str(resolve_path(cfg.prompts.path)), len(prompts), [], [], [])
+            result = train_rl(settings, prompts, reward_fn, prov, out_dir)
         case _:
             result = _train_ppo(cfg, settings, out_dir)
     _report(out_dir, type(settings).__name__, result, rejects)
