@@ -7,11 +7,12 @@ top ``budget`` in a labelling format. The score, higher meaning less sure:
 
 ``margin`` is 2·p_chosen − 1 (0: a coin flip, 1: certain); a swap-inconsistent pair (the two
 orders disagreed) is position bias rather than a preference; ``jury_split`` is the share of
-jurors preferring the rejected response when a row carries a ``jury`` list (of ``p_chosen``
-values or ``{"p_chosen": ...}`` objects), else 0. Ties break by review id, so the queue is
-deterministic. Each pair is shown as ``response_a``/``response_b`` in an order fixed by a hash
-of its id: half the time the judge's choice comes first, and the plain labelling files do not
-say which response the judge picked, so reviewers are not anchored on it.
+jurors preferring the rejected response: from a row's ``jury`` list (of ``p_chosen`` values or
+``{"p_chosen": ...}`` objects), else from the members of a jury judge (``judge=jury``) in the
+judgment of the same two candidates in ``judgments.jsonl``, else 0. Ties break by review id,
+so the queue is deterministic. Each pair is shown as ``response_a``/``response_b`` in an order
+fixed by a hash of its id: half the time the judge's choice comes first, and the plain labelling
+files do not say which response the judge picked, so reviewers are not anchored on it.
 
 ``charter review import RUN_DIR FILE`` reads the labels (``a``, ``b`` or ``tie``; blank means
 not reviewed), merges them into ``reviewed/pairs.jsonl`` (a human label wins; ``tie`` drops the
@@ -223,6 +224,25 @@ with open("labelled.jsonl", "w") as fh:
 """
 
 
+def with_jury_votes(rows: list[dict[str, Any]], judgments_path: Path) -> list[dict[str, Any]]:
+    """Rows with a ``jury`` list of each jury member's P(chosen), from the judgment comparing
+    the same two candidates; rows without a jury judgment (or with a ``jury``) are unchanged."""
+    if not judgments_path.exists():
+        return rows
+    members: dict[tuple[str, str], dict[str, float]] = {}
+    for _, j in read_jsonl(judgments_path):
+        votes = (j.get("raw") or {}).get("members")
+        if isinstance(votes, dict) and votes:
+            p_a = {name: float(m["p_a"]) for name, m in votes.items()}
+            members[(j["candidate_a"], j["candidate_b"])] = p_a
+            members[(j["candidate_b"], j["candidate_a"])] = {k: 1 - v for k, v in p_a.items()}
+    out = []
+    for row in rows:
+        found = members.get((row["chosen_id"], row["rejected_id"]))
+        out.append(row if "jury" in row or not found else {**row, "jury": list(found.values())})
+    return out
+
+
 def export_queue(run_dir: Path, settings: ReviewSettings) -> tuple[Path, list[QueueItem], int]:
     """Write the queue (``review/queue.jsonl``) and its labelling file; return the file's path,
     the queue and the number of pairs in the run."""
@@ -232,7 +252,7 @@ def export_queue(run_dir: Path, settings: ReviewSettings) -> tuple[Path, list[Qu
             f"no pairs to review; run `charter pairs run_dir={run_dir}` first", file=str(path)
         )
     rows = [row for _, row in read_jsonl(path)]
-    queue = build_queue(rows, settings)
+    queue = build_queue(with_jury_votes(rows, run_dir / run_files.JUDGMENTS), settings)
     by_id = {review_id(r): r for r in rows}
     out = run_dir / REVIEW_DIR
     write_jsonl_atomic(out / QUEUE, [asdict(q) for q in queue])

@@ -71,6 +71,19 @@ def test_queue_ranks_by_the_documented_uncertainty_score() -> None:
     assert {q.judge_choice for q in many} == {"a", "b"}
 
 
+def test_jury_votes_come_from_the_judgment_of_the_same_two_candidates(tmp_path: Path) -> None:
+    from charter.review import with_jury_votes
+
+    judgments = tmp_path / "judgments.jsonl"
+    members = {"x": {"p_a": 0.2}, "y": {"p_a": 0.9}}  # p_a: P(candidate_a better)
+    row = {"candidate_a": "p/1", "candidate_b": "p/0", "raw": {"members": members}}
+    judgments.write_text(json.dumps(row) + "\n")
+    (voted,) = with_jury_votes([pair("p", 0.4)], judgments)  # chosen p/0, rejected p/1
+    assert voted["jury"] == pytest.approx([0.8, 0.1])
+    queue = build_queue([voted], ReviewSettings())
+    assert "jury split 0.50" in queue[0].reasons
+
+
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("review_run")
