@@ -37,8 +37,12 @@ commands:
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
+  publish      build the Hub upload folder and push it: charter publish RUN_DIR repo_id=ORG/NAME
+               [dry_run=true] [target=DIR] [private=true] [format=trl|openrlhf|verl|jsonl]
   train        train on a run's data:                  charter train trainer=reward data=RUN_DIR
                (trainer=dpo|sft|online_dpo|grpo|rloo|ppo; the closed loop: experiment=loop_cpu)
+  review       the pairs the judge is least sure of:  charter review export RUN_DIR [budget=N]
+               [format=jsonl|csv|argilla]; merge labels: charter review import RUN_DIR FILE
 
 Every model call is cached in <cache_dir>/calls.sqlite (call_cache=false turns it off), so a
 rerun pays only for what changed; `charter run run_dir=DIR` resumes a killed run.
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
             raise SystemExit(2) from None
-    from charter import commands
+    from charter import commands, publishing, review
     from charter.trainers import command as train_command
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         "judge": ("run", commands.run_judge),
         "pairs": ("run", commands.run_pairs),
         "eval-judge": ("eval_judge", commands.eval_judge),
+        "publish": ("publish", publishing.publish_command),
+        "review": ("review", review.review_command),
         "train": ("train", train_command.train),
     }
     if command not in tasks:
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     if command in STAGE_COMMANDS and not any(_override_key(a) == "run_dir" for a in rest):
         print(f"charter {command}: needs an existing run: add run_dir=outputs/...", file=sys.stderr)
         raise SystemExit(2)
+    if command in ("publish", "review"):
+        rest = positional_overrides(command, rest)
     if command in STAGE_COMMANDS or command == "run":
         rest = with_run_overrides(rest)
     sweep_dir = None
@@ -140,6 +148,19 @@ def main(argv: list[str] | None = None) -> None:
 
         print(write_comparison(sweep_dir), end="")
         console.print(f"comparison written to {sweep_dir}/comparison.{{md,json}}")
+
+
+def positional_overrides(command: str, args: list[str]) -> list[str]:
+    """``publish RUN_DIR`` and ``review export|import RUN_DIR [FILE]``: positionals become keys."""
+    names = ["run_dir"] if command == "publish" else ["action", "run_dir", "file"]
+    positional = [a for a in args if "=" not in a and not a.startswith("-")]
+    bad_action = command == "review" and positional[:1] not in (["export"], ["import"])
+    if len(positional) > len(names) or bad_action:
+        usage = "RUN_DIR" if command == "publish" else "export RUN_DIR | import RUN_DIR FILE"
+        print(f"usage: charter {command} {usage} [key=value ...]", file=sys.stderr)
+        raise SystemExit(2)
+    keys = [f"{k}={v}" for k, v in zip(names, positional, strict=False)]
+    return [*keys, *(a for a in args if a not in positional)]
 
 
 def comparison_sweep(args: list[str]) -> tuple[list[str], Path | None]:
