@@ -152,6 +152,27 @@ def test_kl_budget_stops_training_before_the_policy_drifts_further(tmp_path):
     assert all(s.kl <= 2.0 for s in result.steps)
 
 
+def test_missing_eos_penalty_teaches_the_policy_to_stop(tmp_path):
+    model, tokenizer = toy_model()
+    config = PPOConfig(
+        steps=25,
+        batch_size=16,
+        mini_batch_size=8,
+        max_new_tokens=1,  # every response but "<eos>" is cut
+        learning_rate=1e-3,
+        init_kl_coef=0.01,
+        missing_eos_penalty=1.0,
+        vf_coef=0.5,
+    )
+    nothing = lambda prompts, responses: [0.0] * len(responses)  # noqa: E731
+    result = train_ppo(model, tokenizer, nothing, PROMPTS, config, tmp_path)
+    ids = tokenizer(PROMPTS, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        p_eos = [torch.softmax(model(torch.tensor([i])).logits[0, -1], -1)[1].item() for i in ids]
+    assert min(p_eos) > 0.8, p_eos
+    assert all(s.reward_mean == 0.0 for s in result.steps)  # the log keeps the raw reward
+
+
 # --- the maths against hand-computed values ---------------------------------------------------
 
 

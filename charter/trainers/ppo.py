@@ -78,9 +78,11 @@ class PPOConfig:
     for ``ppo_epochs`` passes. ``kl_budget`` (nats per response) stops training once the policy's
     samples drift that far from the reference; ``None`` never stops. ``probes`` are
     :class:`ShiftProbe` or mappings with the same keys. The guard compares the reward with a fresh
-    judge over the last ``guard_window`` steps and warns below ``guard_min_rank_corr``. With
-    ``lora.enabled`` only low-rank adapters train, the reference is the same weights with the
-    adapters switched off (no second copy in memory), and the saved policy has them merged in.
+    judge over the last ``guard_window`` steps and warns below ``guard_min_rank_corr``.
+    ``missing_eos_penalty`` is taken off the score of a response cut at ``max_new_tokens``, so a
+    reward that likes length cannot be farmed by never stopping (logged rewards leave it out).
+    With ``lora.enabled`` only low-rank adapters train, the reference is the same weights with
+    the adapters switched off (no second copy in memory), and the saved policy has them merged.
     """
 
     steps: int = 20
@@ -108,6 +110,7 @@ class PPOConfig:
     probes: Sequence[ShiftProbe | Mapping[str, Any]] = ()
     guard_window: int = 5
     guard_min_rank_corr: float = 0.0
+    missing_eos_penalty: float = 0.0
     lora: Lora | None = None
 
     def __post_init__(self) -> None:
@@ -378,6 +381,7 @@ class _Rollout:
     start: int  # P: where responses begin
     response_mask: torch.Tensor  # [B, R] float, 1 up to and including each stop token
     texts: list[str]
+    stopped: list[bool]  # ended with a stop token (not cut at max_new_tokens)
 
 
 def _sample(
@@ -416,7 +420,7 @@ def _sample(
         for r, m in zip(responses, response_mask, strict=True)
     ]
     mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
-    return _Rollout(out, mask, start, response_mask, texts)
+    return _Rollout(out, mask, start, response_mask, texts, is_stop.any(-1).tolist())
 
 
 def _probe_margins(
@@ -616,6 +620,7 @@ def train_ppo(
         # Rollout and the reward of each token.
         roll = _sample(model, tokenizer, rendered, config, stops)
         scores = _scores(reward_fn, batch, roll.texts, "reward_fn")
+        penalty = [config.missing_eos_penalty * (not stopped) for stopped in roll.stopped]
         mask = roll.response_mask
         old_logprobs, old_values = _score_rollout(model, head, roll, config)
         if reference is None:
@@ -633,7 +638,8 @@ def train_ppo(
             break
         rewards = -kl_ctl.value * kl_tokens
         last = (mask.sum(-1).long() - 1).clamp(min=0)
-        rewards[torch.arange(len(scores)), last] += torch.tensor(scores, device=rewards.device)
+        final = [score - cut for score, cut in zip(scores, penalty, strict=True)]
+        rewards[torch.arange(len(scores)), last] += torch.tensor(final).to(rewards)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
