@@ -23,6 +23,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 MIN_SENTENCE_WORDS = 4
 """Shorter sentences ("Sure.", "Here it is:") repeat naturally and are not counted."""
 OPENING_WORDS = 4
+_EDGE_PUNCTUATION = "\"'“”‘’*_,.:;!?()[]"
 
 EMPTY = "empty revision"
 IDENTICAL = "identical to the initial response"
@@ -64,8 +65,8 @@ def sentences(text: str) -> list[str]:
 
 
 def opening(text: str) -> str:
-    """The first OPENING_WORDS words, normalised ("" for an empty text)."""
-    return " ".join(words(text)[:OPENING_WORDS])
+    """The first OPENING_WORDS words, lower case, without the punctuation around them."""
+    return " ".join(w.strip(_EDGE_PUNCTUATION) for w in text.casefold().split()[:OPENING_WORDS])
 
 
 @dataclass
