@@ -88,7 +88,7 @@ def test_dpo_filters_by_margin_smooths_and_trains(tiny_llama: Path, tmp_path: Pa
     pairs = Dataset.from_list(pair_rows(8))
     kept, rejects = filter_by_margin(pairs, 0.3)
     assert len(kept) == 6 and len(rejects) == 2 and "below min_margin" in rejects[0].reason
-    # mean p_chosen of the kept rows is 0.775 -> flip rate 0.225, capped at 0.4
+    # mean p_chosen of the kept rows is 0.775 -> flip rate 0.225 (capped at 0.45)
     assert smoothing_for(kept, "auto") == pytest.approx(0.225)
     assert smoothing_for(kept, 0.0) == 0.0
     with pytest.raises(InputError):
@@ -100,7 +100,7 @@ def test_dpo_filters_by_margin_smooths_and_trains(tiny_llama: Path, tmp_path: Pa
     )
     result, dropped = train_dpo(settings, pairs, Provenance.of(pairs, Path("run")), tmp_path)
     assert len(dropped) == 2
-    assert result.metrics["loss_type"] == "robust"
+    assert result.metrics["loss_type"] == "exo_pair"
     assert result.losses[-1] < result.losses[0]
     assert changed(tiny_llama, result.model_dir)
     from transformers import AutoModelForCausalLM

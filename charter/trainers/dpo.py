@@ -6,15 +6,19 @@ setup -> filter -> train -> save. Two uses of the soft labels:
   kept as a reject with its margin.
 * ``label_smoothing``: a label the judge gives with p_chosen = 0.6 is wrong about 40% of the time
   if the judge is calibrated, so the run's mean (1 - p_chosen) is the expected label-flip rate.
-  ``"auto"`` passes it (capped) to TRL's Robust DPO loss (``loss_type=robust``), whose loss is
-  unbiased under that flip rate; a number sets it by hand; 0 is plain DPO.
+  ``"auto"`` uses it as the soft label: with ``smoothed_loss=exo_pair`` (default) the policy's
+  implied preference is pulled towards (1 - eps, eps), not towards certainty (EXO: a KL to the
+  soft label, minimal at sigma(beta * margin) = 1 - eps, so an unsure judge moves the policy
+  less). ``smoothed_loss=robust`` is Robust DPO instead: unbiased under eps label flips, but
+  unbounded below and steeper than plain DPO, so it is not the conservative choice. A number
+  sets eps by hand; 0 is plain DPO with ``loss_type``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from charter.errors import InputError
 from charter.records import Reject
@@ -30,9 +34,9 @@ from charter.trainers.common import (
 from charter.trainers.data import Provenance
 from charter.trainers.model_card import write_model_card
 
-MAX_SMOOTHING = 0.4
-"""Robust DPO divides by 1 - 2 eps: near 0.5 the loss explodes, and a judge that unsure teaches
-nothing anyway (filter with ``min_margin`` instead)."""
+MAX_SMOOTHING = 0.45
+"""At eps = 0.5 the soft label is a coin flip and there is nothing to learn (and Robust DPO
+divides by 1 - 2 eps); keep a little signal, and filter with ``min_margin`` instead."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class DPOSettings:
         beta: KL strength towards the reference (TRL's beta).
         min_margin: drop pairs whose ``margin`` is below this (data without margins: kept).
         label_smoothing: ``"auto"`` (from the judge's mean p_chosen), or a flip rate in
-            [0, 0.5); anything above 0 uses the robust loss.
+            [0, 0.5); anything above 0 trains with ``smoothed_loss``.
+        smoothed_loss: ``exo_pair`` (KL to the soft label; conservative) or ``robust``.
         loss_type: TRL loss when ``label_smoothing`` is 0 (``sigmoid`` is the DPO paper's).
         optim: optimisation knobs.
         lora: the LoRA switch; with LoRA the adapter-free base is the reference, no copy.
@@ -54,6 +59,7 @@ class DPOSettings:
     beta: float = 0.1
     min_margin: float = 0.0
     label_smoothing: float | str = "auto"
+    smoothed_loss: Literal["exo_pair", "robust"] = "exo_pair"
     loss_type: str = "sigmoid"
     optim: Optimisation = field(default_factory=lambda: Optimisation(learning_rate=1e-6))
     lora: Lora = field(default_factory=Lora)
@@ -112,7 +118,7 @@ def train_dpo(
             field="trainer.min_margin",
         )
     eps = smoothing_for(kept, settings.label_smoothing)
-    loss_type = "robust" if eps > 0 else settings.loss_type
+    loss_type = settings.smoothed_loss if eps > 0 else settings.loss_type
     policy = model_path(settings.policy)
     args = trl_config(
         DPOConfig,
