@@ -163,7 +163,7 @@ def test_structured_judge_through_the_real_model() -> None:
     from charter.generators.transformers_engine import TransformersEngine
 
     engine = TransformersEngine("smollm2-135m-instruct", batch_size=8)
-    judge = StructuredVerdictJudge(engine, max_new_tokens=48)
+    judge = StructuredVerdictJudge(engine, max_new_tokens=24)
     (j,) = judge.judge([comparison()])
     for order in (j.raw["a_first"], j.raw["b_first"]):
         # either a validated verdict, or two kept replies and the problems that sank them
