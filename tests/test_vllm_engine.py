@@ -143,6 +143,9 @@ def test_ignore_eos_runs_every_response_to_the_fixed_length(engine):
     finally:
         engine.ignore_eos = False
     assert {(c.num_tokens, c.finish_reason) for out in fixed for c in out} == {(24, "length")}
+    # vLLM refuses n > 1 when greedy; the engine decodes once and repeats the identical sample
+    assert [len(out) for out in fixed] == [2, 2]
+    assert all(out[0].text == out[1].text for out in fixed)
 
 
 @pytest.mark.vllm

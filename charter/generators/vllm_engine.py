@@ -144,7 +144,8 @@ class VLLMEngine:
 
         Each chat is one request with ``n`` samples and its own seed, drawn from ``sampling.seed``
         and the rendered prompt, so a chat's samples do not depend on the rest of the call.
-        Temperature 0 is greedy. ``json_schema`` constrains every response to JSON matching it
+        Temperature 0 is greedy: vLLM refuses ``n > 1`` there, and greedy samples are all the
+        same anyway, so one is decoded and repeated ``n`` times. ``json_schema`` constrains every response to JSON matching it
         (for judges that generate verdicts). ``num_tokens`` counts the end-of-turn token, as the
         transformers engine does.
 
@@ -155,6 +156,7 @@ class VLLMEngine:
 
         rendered = render_chats(self.tokenizer, chats, self.system_prompt)
         structured = StructuredOutputsParams(json=json_schema) if json_schema else None
+        greedy = sampling.temperature <= 0
         params = []
         for i, (_, ids) in enumerate(rendered):
             room = self.context_length - len(ids)
@@ -165,9 +167,9 @@ class VLLMEngine:
                 )
             params.append(
                 self._vllm.SamplingParams(
-                    n=n,
+                    n=1 if greedy else n,
                     temperature=sampling.temperature,
-                    top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                    top_p=1.0 if greedy else sampling.top_p,
                     max_tokens=min(sampling.max_new_tokens, room),
                     seed=request_seed(sampling.seed, ids),
                     stop_token_ids=[] if self.ignore_eos else self.stop_token_ids,
@@ -176,6 +178,8 @@ class VLLMEngine:
                 )
             )
         outputs = self._run([ids for _, ids in rendered], params)
+        if greedy:
+            return [[_completion(out.outputs[0])] * n for out in outputs]
         return [
             [_completion(o) for o in sorted(out.outputs, key=lambda o: o.index)] for out in outputs
         ]
