@@ -30,6 +30,7 @@ from charter.judges.calibration import plot_reliability, reliability
 from charter.judges.evaluate import evaluate_judge
 from charter.judges.injection import ATTACKS
 from charter.judges.stage import judge_candidates
+from charter.judges.tournament import max_comparisons
 from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
 from charter.prompts import PromptFields, load_prompts
@@ -84,7 +85,7 @@ def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
         settings = _resolved(cfg.generator, cfg.prompts)
         inputs = [resolve_path(cfg.prompts.path)]
     elif stage == "judge":
-        settings = _resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per)
+        settings = _resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per, cfg.ranking)
         inputs = [constitution, run_dir / run_files.CANDIDATES]
     else:
         settings = _resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
@@ -151,9 +152,15 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     engine = engines.get(cfg.judge.engine, "judge.engine")
     judge = build(cfg.judge, "judge", engine=engine)
     total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
+    # a tournament's count depends on the answers: its bar runs to the most it can ask
+    bar = (
+        total
+        if cfg.ranking == "all_pairs"
+        else sum(max_comparisons(len(s.candidates)) + 1 for s in sets)
+    )
     before = call_stats(engine)
     start = time.perf_counter()
-    with stage_progress("judge (comparisons x2 orders)", total) as advance:
+    with stage_progress("judge (comparisons x2 orders)", bar) as advance:
         judgments, rankings, rejects = judge_candidates(
             sets,
             judge,
@@ -161,6 +168,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             seed=cfg.seed,
             chunk_size=cfg.chunk_size,
             principle_per=cfg.principle_per,
+            ranking=cfg.ranking,
             on_progress=advance,
         )
     seconds = time.perf_counter() - start
@@ -173,6 +181,8 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
         "judge",
         {
             "comparisons": n,
+            "ranking": cfg.ranking,
+            "all_pairs_comparisons": total,
             "skipped": len(rejects),
             "swap_consistency": round(sum(j.swap_consistent for j in judgments) / n, 4)
             if n

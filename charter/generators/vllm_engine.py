@@ -145,9 +145,9 @@ class VLLMEngine:
         Each chat is one request with ``n`` samples and its own seed, drawn from ``sampling.seed``
         and the rendered prompt, so a chat's samples do not depend on the rest of the call.
         Temperature 0 is greedy: vLLM refuses ``n > 1`` there, and greedy samples are all the
-        same anyway, so one is decoded and repeated ``n`` times. ``json_schema`` constrains every response to JSON matching it
-        (for judges that generate verdicts). ``num_tokens`` counts the end-of-turn token, as the
-        transformers engine does.
+        same anyway, so one is decoded and repeated ``n`` times. ``json_schema`` constrains every
+        response to JSON matching it (for judges that generate verdicts). ``num_tokens`` counts
+        the end-of-turn token, as the transformers engine does.
 
         Raises:
             InputError: a prompt leaves no room to generate within :attr:`context_length`.

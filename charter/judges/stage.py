@@ -23,7 +23,8 @@ from charter.errors import InputError
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
 from charter.judges.ranking import bradley_terry, win_rates
-from charter.records import CandidateSet, Judgment, Reject
+from charter.judges.tournament import TournamentRounds
+from charter.records import Candidate, CandidateSet, Judgment, Reject
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,37 @@ class Ranking:
 
 
 PrincipleDraw = Literal["prompt", "comparison"]
+RankingScheme = Literal["all_pairs", "tournament"]
+
+
+def _check_principle_per(principle_per: str) -> None:
+    if principle_per not in ("prompt", "comparison"):
+        raise InputError(
+            f"principle_per must be 'prompt' or 'comparison', got {principle_per!r}",
+            field="principle_per",
+        )
+
+
+def comparison_of(
+    cs: CandidateSet,
+    a: Candidate,
+    b: Candidate,
+    constitution: Constitution,
+    seed: int,
+    principle_per: PrincipleDraw,
+) -> Comparison:
+    """Candidate ``a`` vs ``b`` of one prompt, under the principle drawn for it."""
+    key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
+    principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
+    return Comparison(
+        prompt_id=cs.prompt_id,
+        messages=cs.messages,
+        candidate_a=a.candidate_id,
+        response_a=a.text,
+        candidate_b=b.candidate_id,
+        response_b=b.text,
+        principle=principle,
+    )
 
 
 def build_comparisons(
@@ -50,11 +82,7 @@ def build_comparisons(
 
     ``principle_per`` says what one draw covers: all pairs of a prompt, or a single pair.
     """
-    if principle_per not in ("prompt", "comparison"):
-        raise InputError(
-            f"principle_per must be 'prompt' or 'comparison', got {principle_per!r}",
-            field="principle_per",
-        )
+    _check_principle_per(principle_per)
     comparisons: list[Comparison] = []
     rejects: list[Reject] = []
     for cs in sets:
@@ -68,24 +96,17 @@ def build_comparisons(
                     )
                 )
                 continue
-            key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
-            principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
-            comparisons.append(
-                Comparison(
-                    prompt_id=cs.prompt_id,
-                    messages=cs.messages,
-                    candidate_a=a.candidate_id,
-                    response_a=a.text,
-                    candidate_b=b.candidate_id,
-                    response_b=b.text,
-                    principle=principle,
-                )
-            )
+            comparisons.append(comparison_of(cs, a, b, constitution, seed, principle_per))
     return comparisons, rejects
 
 
-def rank(sets: Sequence[CandidateSet], judgments: Sequence[Judgment]) -> list[Ranking]:
-    """Rank each prompt's candidates by Bradley-Terry strength (win rate breaks ties)."""
+def rank(
+    sets: Sequence[CandidateSet],
+    judgments: Sequence[Judgment],
+    orders: dict[str, list[str]] | None = None,
+) -> list[Ranking]:
+    """Rank each prompt's candidates by Bradley-Terry strength (win rate breaks ties), or in
+    the given ``orders`` (a tournament's), with both scores still reported."""
     by_prompt: dict[str, list[tuple[str, str, float]]] = {}
     for j in judgments:
         by_prompt.setdefault(j.prompt_id, []).append((j.candidate_a, j.candidate_b, j.p_a))
@@ -95,7 +116,7 @@ def rank(sets: Sequence[CandidateSet], judgments: Sequence[Judgment]) -> list[Ra
         outcomes = by_prompt.get(cs.prompt_id, [])
         wr = win_rates(ids, outcomes)
         bt = bradley_terry(ids, outcomes)
-        order = sorted(ids, key=lambda c: (-bt[c], -wr[c], c))
+        order = (orders or {}).get(cs.prompt_id) or sorted(ids, key=lambda c: (-bt[c], -wr[c], c))
         rankings.append(Ranking(prompt_id=cs.prompt_id, order=order, win_rate=wr, bradley_terry=bt))
     return rankings
 
@@ -108,9 +129,10 @@ def judge_candidates(
     seed: int,
     chunk_size: int = 32,
     principle_per: PrincipleDraw = "prompt",
+    ranking: RankingScheme = "all_pairs",
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
-    """Judge all pairs of candidates per prompt and rank them.
+    """Judge pairs of candidates per prompt and rank them.
 
     Args:
         sets: the generate stage's output.
@@ -118,22 +140,82 @@ def judge_candidates(
         constitution: where principles are drawn from.
         seed: drives the principle draw.
         principle_per: one principle per prompt (default) or per comparison.
+        ranking: ``all_pairs`` judges every pair; ``tournament`` only the ~K log2 K pairs a
+            merge sort asks about, plus best vs worst (see :mod:`charter.judges.tournament`).
         chunk_size: comparisons per judge call, at least (progress granularity; the engine
             batches within a call as it sees fit). A prompt's comparisons always go in one call,
             so the engine can share their common prefix.
         on_progress: called with the number of comparisons just finished.
 
     Returns:
-        judgments in a stable order (prompt order, then pair order), rankings per prompt, and
-        rejects for comparisons that were skipped.
+        judgments in a stable order (prompt order, then pair order; for a tournament, round
+        order), rankings per prompt, and rejects for comparisons that were skipped.
     """
+    if ranking == "tournament":
+        return _tournament(sets, judge, constitution, seed, chunk_size, principle_per, on_progress)
+    if ranking != "all_pairs":
+        raise InputError(
+            f"ranking must be 'all_pairs' or 'tournament', got {ranking!r}", field="ranking"
+        )
     comparisons, rejects = build_comparisons(sets, constitution, seed, principle_per=principle_per)
+    judgments = _judge_in_chunks(comparisons, judge, chunk_size, on_progress)
+    return judgments, rank(sets, judgments), rejects
+
+
+def _judge_in_chunks(
+    comparisons: Sequence[Comparison],
+    judge: Judge,
+    chunk_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> list[Judgment]:
     judgments: list[Judgment] = []
     for chunk in _whole_prompt_chunks(comparisons, chunk_size):
         judgments.extend(judge.judge(chunk))
         if on_progress:
             on_progress(len(chunk))
-    return judgments, rank(sets, judgments), rejects
+    return judgments
+
+
+def _tournament(
+    sets: Sequence[CandidateSet],
+    judge: Judge,
+    constitution: Constitution,
+    seed: int,
+    chunk_size: int,
+    principle_per: PrincipleDraw,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
+    """Merge-sort rounds across all prompts, then best vs worst where the sort never met them.
+
+    The ranking is the sort's order: with only ~K log K soft labels, a Bradley-Terry fit can
+    swap neighbours the sort separated on a direct comparison. Both scores are still reported.
+    """
+    _check_principle_per(principle_per)
+    by_id = {c.candidate_id: c for cs in sets for c in cs.candidates}
+    set_of = {cs.prompt_id: cs for cs in sets}
+
+    def comparison(cs: CandidateSet, a: str, b: str) -> Comparison:
+        return comparison_of(cs, by_id[a], by_id[b], constitution, seed, principle_per)
+
+    rounds = TournamentRounds(sets, comparison)
+    judgments: list[Judgment] = []
+    while batch := rounds.next_round():
+        done = _judge_in_chunks(batch, judge, chunk_size, on_progress)
+        judgments.extend(done)
+        rounds.answer({(j.candidate_a, j.candidate_b): j.p_a for j in done})
+    rankings = rank(sets, judgments, rounds.order)
+    judged = {frozenset((j.candidate_a, j.candidate_b)) for j in judgments}
+    ends = [
+        comparison(set_of[r.prompt_id], r.order[0], r.order[-1])
+        for r in rankings
+        if len(r.order) > 1
+        and frozenset((r.order[0], r.order[-1])) not in judged
+        and by_id[r.order[0]].text.strip() != by_id[r.order[-1]].text.strip()
+    ]
+    if ends:
+        judgments.extend(_judge_in_chunks(ends, judge, chunk_size, on_progress))
+        rankings = rank(sets, judgments, rounds.order)
+    return judgments, rankings, rounds.rejects
 
 
 def _whole_prompt_chunks(

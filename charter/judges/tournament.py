@@ -1,0 +1,125 @@
+"""Rank K candidates with a merge sort: about K log2 K comparisons instead of K(K-1)/2.
+
+All pairs of K=4 cost 6 comparisons, of K=8 cost 28, of K=16 cost 120; a merge sort needs at most
+5, 17 and 49. The price is that only the pairs the sort asks about get a label, so
+``all_pairs_above_margin`` sees fewer pairs, and Bradley-Terry is fitted to a sparser graph.
+
+The sorts of every prompt advance in lockstep rounds: each round collects the next comparison of
+every unfinished merge of every prompt and sends them to the judge in one call, so the engine still
+batches across prompts. A round's answers decide the next round's questions, which is why this
+cannot be one call like all-pairs. After the sort, the Bradley-Terry best and worst are compared
+directly where the sort never met them, so ``best_vs_worst`` always has its own label.
+
+A merge step keeps the left candidate when the judge is exactly undecided (p = 0.5), so ties keep
+the generation order. Candidates with identical text are never sent to the judge: the pair is
+resolved as a tie and kept as a reject, as the all-pairs path does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+
+from charter.judges.protocol import Comparison
+from charter.records import CandidateSet, Reject
+
+Pair = tuple[str, str]
+SortSteps = Generator[list[Pair], list[float], list[str]]
+"""Yields the pairs ``(a, b)`` it needs next, receives ``p_a`` for each, returns best first."""
+
+
+def merge_sort_steps(ids: Sequence[str]) -> SortSteps:
+    """Bottom-up merge sort whose merges at one level ask their next comparison together."""
+    runs = [[c] for c in ids]
+    while len(runs) > 1:
+        merges = [(list(runs[i]), list(runs[i + 1]), []) for i in range(0, len(runs) - 1, 2)]
+        tail = [runs[-1]] if len(runs) % 2 else []
+        while True:
+            active = [m for m in merges if m[0] and m[1]]
+            if not active:
+                break
+            answers = yield [(left[0], right[0]) for left, right, _ in active]
+            for (left, right, out), p_left in zip(active, answers, strict=True):
+                out.append(left.pop(0) if p_left >= 0.5 else right.pop(0))
+        runs = [out + left + right for left, right, out in merges] + tail
+    return runs[0] if runs else []
+
+
+def max_comparisons(k: int) -> int:
+    """The most comparisons :func:`merge_sort_steps` can ask for K candidates (before the final
+    best-vs-worst check)."""
+    total, width = 0, 1
+    while width < k:
+        for start in range(0, k, 2 * width):
+            left = min(width, k - start)
+            right = min(width, max(0, k - start - width))
+            total += left + right - 1 if right else 0
+        width *= 2
+    return total
+
+
+class TournamentRounds:
+    """Drive one merge sort per prompt, a round at a time.
+
+    Args:
+        sets: the prompts and their candidates.
+        comparison: builds the Comparison of two candidate ids of one prompt (the principle draw
+            is the caller's, so it matches the all-pairs path).
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[CandidateSet],
+        comparison: Callable[[CandidateSet, str, str], Comparison],
+    ) -> None:
+        self._comparison = comparison
+        self._sets = {cs.prompt_id: cs for cs in sets}
+        self._texts = {c.candidate_id: c.text.strip() for cs in sets for c in cs.candidates}
+        self.rejects: list[Reject] = []
+        self.order: dict[str, list[str]] = {}
+        self._sorts: dict[str, SortSteps] = {}
+        self._asked: dict[str, list[Pair]] = {}
+        for cs in sets:
+            steps = merge_sort_steps([c.candidate_id for c in cs.candidates])
+            self._sorts[cs.prompt_id] = steps
+            self._advance(cs.prompt_id, lambda s=steps: next(s))
+
+    def _advance(self, prompt_id: str, step: Callable[[], list[Pair]]) -> None:
+        """Run the prompt's sort until it asks about a pair of different texts, or finishes."""
+        try:
+            pairs = step()
+            while True:
+                for a, b in pairs:
+                    if self._same(a, b):
+                        self.rejects.append(
+                            Reject(
+                                stage="judge",
+                                source=f"{a} vs {b}",
+                                reason="identical responses; not compared",
+                            )
+                        )
+                if not all(self._same(a, b) for a, b in pairs):
+                    self._asked[prompt_id] = pairs
+                    return
+                pairs = self._sorts[prompt_id].send([0.5] * len(pairs))
+        except StopIteration as done:
+            self.order[prompt_id] = done.value
+            self._asked.pop(prompt_id, None)
+
+    def _same(self, a: str, b: str) -> bool:
+        return self._texts[a] == self._texts[b]
+
+    def next_round(self) -> list[Comparison]:
+        """Every comparison the unfinished sorts need now (empty when all are done)."""
+        return [
+            self._comparison(self._sets[prompt_id], a, b)
+            for prompt_id, pairs in self._asked.items()
+            for a, b in pairs
+            if not self._same(a, b)
+        ]
+
+    def answer(self, p_a: dict[Pair, float]) -> None:
+        """Feed the round's labels back (``p_a`` by ``(a, b)``) and let each sort move on."""
+        for prompt_id, pairs in list(self._asked.items()):
+            answers = [0.5 if self._same(a, b) else p_a[a, b] for a, b in pairs]
+            steps = self._sorts[prompt_id]
+            self._advance(prompt_id, lambda s=steps, x=answers: s.send(x))
