@@ -72,10 +72,11 @@ def test_swapping_the_responses_flips_the_label_and_one_order_suffices() -> None
     assert calls == [2, 2]  # guided + plain per comparison; no swapped order
 
 
-def test_identical_responses_give_an_exact_tie_without_scoring() -> None:
+def test_identical_or_empty_responses_give_an_exact_tie_without_scoring() -> None:
     judge = LikelihoodContrastJudge(FakeEngine())
-    (j,) = judge.judge([comparison(GOOD, GOOD)])
-    assert j.p_a == 0.5 and not j.swap_consistent
+    same, empty = judge.judge([comparison(GOOD, GOOD), comparison(GOOD, "")])
+    assert same.p_a == empty.p_a == 0.5 and not same.swap_consistent
+    assert empty.raw["unscorable"] and empty.raw["tokens_b"] == 1
 
 
 def test_a_conversation_system_turn_is_the_base_of_both_conditions() -> None:
@@ -88,11 +89,33 @@ def test_a_conversation_system_turn_is_the_base_of_both_conditions() -> None:
     assert guided[1:] == plain[1:] == c.messages[1:]
 
 
+def on_topic_score(chat, choice: str) -> float:
+    """A known raw log-likelihood: the real question raises the reply that mentions tea."""
+    asked = "green tea" in chat[-1]["content"]
+    return (4.0 if asked and "tea" in choice else 0.0) - len(choice.split()) + (5.0 if asked else 0)
+
+
+def test_conversation_pmi_contrasts_the_conversation_with_a_neutral_request() -> None:
+    judge = LikelihoodContrastJudge(
+        FakeEngine(score=on_topic_score), condition="conversation", normalise="sum"
+    )
+    c = comparison(GOOD, BAD)
+    guided, plain = judge.chats(c.messages, c.principle)
+    assert guided[1:] == c.messages and plain[0] == guided[0]
+    assert plain[1:] == [{"role": "user", "content": "Write a reply."}]
+    (j,) = judge.judge([c])
+    # only the on-topic bonus survives: lengths and per-chat offsets cancel in the difference
+    assert j.raw["contrast"] == pytest.approx(4.0)
+    assert j.p_a > 0.99 and j.judge_method == "conversation_pmi"
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="temperature"):
         LikelihoodContrastJudge(FakeEngine(), temperature=0)
     with pytest.raises(ValueError, match="normalise"):
         LikelihoodContrastJudge(FakeEngine(), normalise="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="condition"):
+        LikelihoodContrastJudge(FakeEngine(), condition="topic")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -105,3 +128,17 @@ def test_contrast_through_the_real_model() -> None:
     assert math.isfinite(forward.raw["contrast"]) and forward.raw["contrast"] != 0.0
     # exact antisymmetry up to float noise: the same four sequences, scored in another order
     assert forward.p_a == pytest.approx(1 - backward.p_a, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_conversation_pmi_through_the_real_model() -> None:
+    from charter.generators.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine("smollm2-135m-instruct", batch_size=8)
+    judge = LikelihoodContrastJudge(engine, condition="conversation")
+    generic = "Thank you for your message. I am happy to help with anything you need."
+    forward, backward = judge.judge([comparison(GOOD, generic), comparison(generic, GOOD)])
+    assert math.isfinite(forward.raw["contrast"]) and forward.raw["contrast"] != 0.0
+    assert forward.p_a == pytest.approx(1 - backward.p_a, abs=1e-3)
+    # the tea instructions owe more of their likelihood to the tea question than a stock reply
+    assert forward.p_a > 0.5

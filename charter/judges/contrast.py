@@ -23,6 +23,14 @@ chats give two independent differences for four unknown sums). So ``normalise="p
 (default) divides the exact ``D`` by the pair's mean response length: a per-token scale that
 keeps the temperature meaningful for long and short responses alike, while every bit of it is
 exact. ``normalise="sum"`` uses ``D`` as it is. The label is ``sigmoid(D' / temperature)``.
+
+``condition="conversation"`` contrasts a different pair of chats with the same arithmetic: the
+real conversation against a neutral one (the same system turn and one generic request). That is
+the pointwise mutual information of each response with the conversation, log p(r | conversation)
+- log p(r | neutral): the response that the conversation itself makes more likely is the more
+specific, on-topic answer, and a generic reply that fits any request scores low. It reads no
+principle, so it measures relevance, not harmlessness; it is a cheap signal for helpfulness
+("surface form competition", Holtzman et al. 2021, for the idea of dividing out the prior).
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from charter.judges.protocol import Comparison
 from charter.records import Chat, Judgment
 
 BASE_SYSTEM_PROMPT = "You are a helpful AI assistant."
+NEUTRAL_REQUEST = "Write a reply."
 Normalise = Literal["pair_tokens", "sum"]
+Condition = Literal["principle", "conversation"]
 
 
 class LikelihoodContrastJudge:
@@ -51,6 +61,8 @@ class LikelihoodContrastJudge:
         template: the guidance template in ``charter/judges/templates``.
         system_prompt: the base system turn of both conditions (a conversation's own system
             turn is used instead, when it has one).
+        condition: what the guided chat adds over the plain one: the principle (``principle``)
+            or the conversation itself against a neutral request (``conversation``).
     """
 
     method = "likelihood_contrast"
@@ -63,7 +75,10 @@ class LikelihoodContrastJudge:
         normalise: Normalise = "pair_tokens",
         template: str = "contrast_guidance",
         system_prompt: str = BASE_SYSTEM_PROMPT,
+        condition: Condition = "principle",
     ) -> None:
+        if condition not in ("principle", "conversation"):
+            raise ValueError(f"condition must be 'principle' or 'conversation', got {condition!r}")
         if temperature <= 0:
             raise ValueError("temperature must be positive")
         if normalise not in ("pair_tokens", "sum"):
@@ -74,13 +89,20 @@ class LikelihoodContrastJudge:
         self.normalise = normalise
         self.template = load_template(template)
         self.system_prompt = system_prompt
+        self.condition = condition
+        if condition == "conversation":
+            self.method = "conversation_pmi"
 
     def chats(self, messages: Chat, principle: Principle) -> tuple[Chat, Chat]:
-        """The guided and the plain conversation, identical except for the principle."""
+        """The guided and the plain chat: identical except for the principle, or the
+        conversation and a neutral request under the same system turn."""
         base = self.system_prompt
         rest = list(messages)
         if rest and rest[0]["role"] == "system":
             base, rest = rest[0]["content"], rest[1:]
+        if self.condition == "conversation":
+            system = {"role": "system", "content": base}
+            return [system, *rest], [system, {"role": "user", "content": NEUTRAL_REQUEST}]
         guided = self.template.render(base=base, principle=principle)
         return (
             [{"role": "system", "content": guided}, *rest],
@@ -99,8 +121,10 @@ class LikelihoodContrastJudge:
         judgments = []
         for c in comparisons:
             guided, plain = self.chats(c.messages, c.principle)
-            if c.response_a == c.response_b:
-                # identical choices cannot be scored against each other; nothing to prefer
+            unscorable = c.response_a == c.response_b or not c.response_a or not c.response_b
+            if unscorable:
+                # identical choices cannot be scored against each other, and an empty reply has
+                # no tokens to score: the contrast has no evidence either way, so it is a tie
                 guided_gap = plain_gap = 0.0
             else:
                 scores = self.engine.choice_logprobs([guided, plain], [c.response_a, c.response_b])
@@ -129,6 +153,7 @@ class LikelihoodContrastJudge:
                         "contrast": contrast,
                         "tokens_a": tokens_a,
                         "tokens_b": tokens_b,
+                        "unscorable": unscorable,
                         "template_sha256": self.template.sha256,
                     },
                 )
