@@ -81,6 +81,32 @@ def test_online_dpo_rounds_sample_from_the_updated_policy(tiny_llama: Path, tmp_
     assert (tmp_path / "round_1" / "model" / "README.md").exists()
 
 
+def test_online_dpo_guard_logs_kl_and_fresh_agreement_and_stops_at_the_budget(
+    tiny_llama: Path, tmp_path: Path
+):
+    cfg = compose(
+        tiny_llama,
+        "trainer=online_dpo",
+        "trainer.rounds=3",
+        "trainer.prompts_per_round=3",
+        "trainer.dpo.optim.max_steps=2",
+        "trainer.dpo.optim.device=cpu",
+        "trainer.dpo.optim.learning_rate=1e-2",
+        "trainer.kl_budget=0.0",
+        "trainer.guard_min_agreement=1.01",  # no fresh judge agrees that often: always warns
+        "generator.sampling.max_new_tokens=8",
+    )
+    train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    first, second = metrics["rounds"]
+    assert first["kl_to_start"] == 0.0  # round 0 samples from the starting model itself
+    assert second["kl_to_start"] > 0.0 and second["skipped"] == "kl_budget"
+    assert metrics["stopped"] == "kl_budget"
+    assert metrics["model_dir"] == str(tmp_path / "round_0" / "model")  # the last trained one
+    assert 0.0 <= first["fresh_agreement"] <= 1.0
+    assert metrics["warnings"] and "fresh judge agrees" in metrics["warnings"][0]
+
+
 def test_ppo_trains_on_the_pointwise_judge(tiny_llama: Path, tmp_path: Path) -> None:
     cfg = compose(
         tiny_llama,

@@ -51,6 +51,18 @@ def _pointwise_reward(cfg: DictConfig, engines: EngineCache) -> JudgeReward:
     return JudgeReward(judge, load_constitution(resolve_path(cfg.constitution.path)), cfg.seed)
 
 
+def _fresh_reward(cfg: DictConfig, engines: EngineCache) -> JudgeReward | None:
+    """The over-optimisation guard's independent scorer: the pointwise judge on the judge's
+    engine (``fresh_judge=false`` turns the guard's judge off)."""
+    from charter.judges.pointwise import PointwiseScoreJudge
+
+    if not cfg.get("fresh_judge"):
+        return None
+    engine = engines.get(cfg.judge.engine, "judge.engine")
+    constitution = load_constitution(resolve_path(cfg.constitution.path))
+    return JudgeReward(PointwiseScoreJudge(engine), constitution, cfg.seed)
+
+
 def _policy_engine(cfg: DictConfig) -> Any:
     def load(model: str) -> Any:
         node = OmegaConf.merge(cfg.generator.engine, {"model": str(model)})
@@ -99,6 +111,7 @@ def train(cfg: DictConfig, out_dir: Path) -> None:
                 load_constitution(resolve_path(cfg.constitution.path)),
                 out_dir,
                 seed=cfg.seed,
+                fresh_reward_fn=_fresh_reward(cfg, engines),
             )
         case RLSettings():
             if settings.reward == "reward_model":
@@ -216,9 +229,24 @@ def run_loop(cfg: DictConfig, out_dir: Path) -> None:
             "DPO win rate vs base (judge)": f"{match.win_rate:.3f} [{lo:.3f}, {hi:.3f}] "
             f"on {match.prompts} prompts",
             "reward model prefers DPO answer": figures["reward_model_prefers_dpo"],
+            **_ppo_rows(figures.get("ppo")),
             "output": str(out_dir),
         },
     )
+
+
+def _ppo_rows(ppo: dict[str, Any] | None) -> dict[str, Any]:
+    if not ppo:
+        return {}
+    vs = ppo["ppo_vs_base"]
+    lo, hi = vs["ci95"]
+    return {
+        "PPO steps (stopped by)": f"{ppo['steps']} ({ppo['stopped']})",
+        "PPO win rate vs base (judge)": f"{vs['win_rate']:.3f} [{lo:.3f}, {hi:.3f}] "
+        f"on {vs['prompts']} prompts",
+        "reward model prefers PPO answer": ppo["reward_model_prefers_ppo"],
+        "PPO guard warnings": len(ppo["warnings"]),
+    }
 
 
 def _loop_ppo(
@@ -240,6 +268,7 @@ def _loop_ppo(
         [p.messages for p in train_prompts],
         settings,
         out_dir / "ppo",
+        fresh_reward_fn=_fresh_reward(cfg, engines),
     )
     trained = engines.get(
         OmegaConf.merge(cfg.generator.engine, {"model": str(ppo.model_dir)}), "generator.engine"
@@ -253,4 +282,12 @@ def _loop_ppo(
         load_constitution(resolve_path(cfg.constitution.path)),
         seed=cfg.seed,
     )
-    return {"stopped": ppo.stopped, "steps": len(ppo.steps), "ppo_vs_base": match.summary()}
+    return {
+        "stopped": ppo.stopped,
+        "steps": len(ppo.steps),
+        "warnings": ppo.warnings,
+        "ppo_vs_base": match.summary(),
+        "reward_model_prefers_ppo": reward_model_preference(
+            RewardModelScorer(reward_model), match.sets
+        ),
+    }

@@ -374,6 +374,25 @@ def _forward(
     return logprobs, entropy, values
 
 
+@torch.inference_mode()
+def response_logprob(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    response: str,
+    system: str | None = None,
+) -> float:
+    """Summed log-prob of ``response`` as the model's reply to ``prompt`` (one unpadded pass)."""
+    prompt_ids = tokenizer(_render(tokenizer, prompt, system), add_special_tokens=False).input_ids
+    reply_ids = tokenizer(response, add_special_tokens=False).input_ids
+    if not reply_ids:
+        return 0.0
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids + reply_ids], device=device)
+    logprobs, _, _ = _forward(model, None, ids, torch.ones_like(ids), len(prompt_ids), 1.0)
+    return float(logprobs.sum())
+
+
 @dataclass
 class _Rollout:
     ids: torch.Tensor  # [B, P + R] left-padded prompt, right-padded response
