@@ -214,18 +214,33 @@ class CachedEngine:
         """Not cached: tokenizing is cheap next to a lookup."""
         return self.inner.count_tokens(chats)
 
+    @property
+    def supports_json_schema(self) -> bool:
+        """Whatever the inner engine says: the cache must not hide constrained decoding."""
+        return bool(getattr(self.inner, "supports_json_schema", False))
+
     def generate(
-        self, chats: Sequence[Chat], sampling: SamplingSettings, n: int = 1
+        self,
+        chats: Sequence[Chat],
+        sampling: SamplingSettings,
+        n: int = 1,
+        *,
+        json_schema: dict[str, Any] | None = None,
     ) -> list[list[Completion]]:
-        """:meth:`Engine.generate`, through the cache (each chat's ``n`` samples are one entry)."""
-        settings = {"sampling": asdict(sampling), "n": n}
+        """:meth:`Engine.generate`, through the cache (each chat's ``n`` samples are one entry).
+
+        A ``json_schema`` is passed on and is part of the key; without one, keys are as before.
+        """
+        settings: dict[str, Any] = {"sampling": asdict(sampling), "n": n}
+        schema = {} if json_schema is None else {"json_schema": json_schema}
+        settings.update(schema)
         values = self._through(
             "generate",
             chats,
             settings,
             lambda misses: [
                 [asdict(c) for c in completions]
-                for completions in self.inner.generate(misses, sampling, n)
+                for completions in self.inner.generate(misses, sampling, n, **schema)
             ],
         )
         return [[Completion(**c) for c in value] for value in values]

@@ -130,6 +130,22 @@ def test_constrained_engines_get_the_schema_and_no_prefill() -> None:
     assert j.p_a == pytest.approx(0.5) and not j.swap_consistent
 
 
+def test_the_call_cache_and_token_counter_keep_decoding_constrained(tmp_path) -> None:
+    from charter.call_cache import CachedEngine, CallCache
+    from charter.generators.counting import TokenCountingEngine
+
+    full = json.dumps({"critique": "c", "better": "A", "confidence": 0.9})
+    inner = ScriptedEngine([[full, full], ["free text"]], constrained=True)
+    cached = CachedEngine(inner, CallCache(tmp_path / "calls.sqlite"), "fp")
+    wrapped = TokenCountingEngine(cached)  # the stack eval-judge builds
+    (j,) = StructuredVerdictJudge(wrapped).judge([comparison()])
+    assert j.raw["constrained"] is True
+    assert inner.calls[0][1]["json_schema"] == verdict_schema()
+    # the schema is part of the cache key: the same chats unconstrained are a fresh call
+    again = wrapped.generate(inner.calls[0][0][:1], StructuredVerdictJudge(wrapped).sampling)
+    assert again[0][0].text == "free text" and inner.calls[1][1] == {}
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

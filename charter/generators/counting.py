@@ -7,6 +7,7 @@ method's cost, not this machine's cache state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from charter.generators.engine import Engine, SamplingSettings
 from charter.records import Chat, Completion
@@ -29,11 +30,21 @@ class TokenCountingEngine:
     def count_tokens(self, chats: Sequence[Chat]) -> list[int]:
         return self.inner.count_tokens(chats)
 
+    @property
+    def supports_json_schema(self) -> bool:
+        return bool(getattr(self.inner, "supports_json_schema", False))
+
     def generate(
-        self, chats: Sequence[Chat], sampling: SamplingSettings, n: int = 1
+        self,
+        chats: Sequence[Chat],
+        sampling: SamplingSettings,
+        n: int = 1,
+        *,
+        json_schema: dict[str, Any] | None = None,
     ) -> list[list[Completion]]:
         self._count(chats)
-        return self.inner.generate(chats, sampling, n)
+        schema = {} if json_schema is None else {"json_schema": json_schema}
+        return self.inner.generate(chats, sampling, n, **schema)
 
     def choice_logprobs(
         self, chats: Sequence[Chat], choices: Sequence[str]
