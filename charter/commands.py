@@ -561,5 +561,7 @@ def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
 def judge_label(cfg: DictConfig) -> str:
     """A short name for a judge configuration: method, model and the options that differ."""
     target = str(cfg.judge._target_).rsplit(".", 1)[-1]
+    if cfg.judge.get("condition", "principle") != "principle":  # judge=pmi vs judge=contrast
+        target += f"[{cfg.judge.condition}]"
     engine = cfg.judge.engine
     return f"{target}({engine.get('model') or engine.get('model_id') or engine._target_})"

@@ -1,4 +1,7 @@
-"""The judge stage: all pairs of each prompt's candidates, judged, then ranked.
+"""The judge stage: pairs of each prompt's candidates, judged, then ranked.
+
+``ranking="all_pairs"`` (default) judges every pair; ``ranking="tournament"`` only the pairs a
+merge sort asks about (:mod:`charter.judges.tournament`).
 
 Reads CandidateSet rows, writes Judgment rows and one ranking per prompt. Candidates whose text
 is identical to another's are not compared (a pair of equal responses teaches nothing); the

@@ -7,8 +7,9 @@ All pairs of K=4 cost 6 comparisons, of K=8 cost 28, of K=16 cost 120; a merge s
 The sorts of every prompt advance in lockstep rounds: each round collects the next comparison of
 every unfinished merge of every prompt and sends them to the judge in one call, so the engine still
 batches across prompts. A round's answers decide the next round's questions, which is why this
-cannot be one call like all-pairs. After the sort, the Bradley-Terry best and worst are compared
-directly where the sort never met them, so ``best_vs_worst`` always has its own label.
+cannot be one call like all-pairs. After the sort, its first and last candidates are compared
+directly where the sort never met them, so ``best_vs_worst`` always has its own label. The
+ranking is the sort's order; win rates and Bradley-Terry scores are reported beside it.
 
 A merge step keeps the left candidate when the judge is exactly undecided (p = 0.5), so ties keep
 the generation order. Candidates with identical text are never sent to the judge: the pair is
