@@ -71,7 +71,15 @@ def test_reward_model_learns_pairs_and_reloads(tiny_llama: Path, tmp_path: Path)
     assert len(result.losses) == 6 and result.losses[-1] < result.losses[0]
     assert result.metrics["heldout_pairs"] == 3
     assert result.metrics["heldout_accuracy"] == 1.0  # one fixed preference: learnable
-    assert result.metrics["human"]["pairs"] == 6
+    human = result.metrics["human"]
+    assert human["pairs"] == 6
+    # the longer-response baseline on PandaLM's first 6 rows, counted by hand from the file
+    lines = Path("../shared/data/human_prefs/pandalm_dev.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines[:6]]
+    longer = [len(r["chosen"]) - len(r["rejected"]) for r in rows]
+    expected = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in longer) / 6
+    assert human["longer_response_baseline"] == pytest.approx(expected, abs=1e-4)
+    assert 0.0 <= human["accuracy"] <= 1.0
     card = (result.model_dir / "README.md").read_text()
     assert "c0ffee" in card and "judge-x" in card and "gen-y" in card
     scorer = RewardModelScorer(result.model_dir)

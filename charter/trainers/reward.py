@@ -128,9 +128,11 @@ def human_accuracy(
     """Accuracy on human-labelled pairs, beside the "longer response wins" baseline."""
     from datasets import Dataset
 
+    from charter.building import resolve_path
     from charter.human_prefs import load_human_pairs
 
-    pairs, rejects = load_human_pairs(path, limit=limit)
+    # like every other config path: as given, else relative to the checkout
+    pairs, rejects = load_human_pairs(resolve_path(str(path)), limit=limit)
     rows = {
         "prompt": [p.messages for p in pairs],
         "chosen": [p.chosen for p in pairs],
