@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
 import jinja2
 
-from charter.constitution import Principle
+from charter.constitution import FewShotExample, Principle
 from charter.records import Chat
 
 _DELIMITER = re.compile(r"<\s*(/?)\s*(response_[ab]|conversation)\s*>", re.IGNORECASE)
@@ -74,5 +74,15 @@ def render_pairwise(
         principle=principle,
         response_a=neutralise(response_a),
         response_b=neutralise(response_b),
-        examples=list(principle.examples) if use_examples else [],
+        examples=[_neutral_example(e) for e in principle.examples] if use_examples else [],
+    )
+
+
+def _neutral_example(example: FewShotExample) -> FewShotExample:
+    """An example's texts with the response tags neutralised, like the real responses'."""
+    return replace(
+        example,
+        prompt=neutralise(example.prompt),
+        response_a=neutralise(example.response_a),
+        response_b=neutralise(example.response_b),
     )
