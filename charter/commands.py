@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, replace
@@ -94,6 +95,16 @@ def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
     return run_state.stage_fingerprint(settings, inputs)
 
 
+def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
+    """``cfg.chunk_size``, or the whole stage in one call for an engine that schedules its own
+    batches (vLLM, an OpenAI-compatible server): its throughput comes from seeing every request
+    at once, and chunks would leave it idle at each chunk's tail."""
+    inner = engine
+    while hasattr(inner, "inner"):  # the call cache and token counter wrap the real engine
+        inner = inner.inner
+    return sys.maxsize if getattr(inner, "schedules_own_batches", False) else cfg.chunk_size
+
+
 def _cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str, int] | None:
     """This stage's cache hits and misses (chats), or None when the call cache is off."""
     if before is None or after is None:
@@ -118,7 +129,7 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             engine,
             sampling,
             cfg.generator.num_samples,
-            chunk_size=cfg.chunk_size,
+            chunk_size=stage_chunk_size(cfg, engine),
             on_progress=advance,
         )
     seconds = time.perf_counter() - start
@@ -166,7 +177,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             judge,
             constitution,
             seed=cfg.seed,
-            chunk_size=cfg.chunk_size,
+            chunk_size=stage_chunk_size(cfg, engine),
             principle_per=cfg.principle_per,
             ranking=cfg.ranking,
             on_progress=advance,
@@ -334,7 +345,7 @@ def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = Non
                 judge,
                 constitution,
                 min_margin=settings.min_margin,
-                chunk_size=cfg.chunk_size,
+                chunk_size=stage_chunk_size(cfg, judge.engine),
                 on_progress=advance,
             )
         judgments, verify_rejects, kept = result.judgments, result.rejects, result.kept
@@ -533,7 +544,7 @@ def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
             constitution,
             seed=cfg.seed,
             principle=cfg.principle,
-            chunk_size=cfg.chunk_size,
+            chunk_size=stage_chunk_size(cfg, engine),
             injection_pairs=cfg.injection_pairs,
             on_progress=advance,
         )

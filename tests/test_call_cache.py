@@ -180,3 +180,20 @@ def test_transformers_results_through_the_cache_equal_uncached(tmp_path):
     for got, want in zip(through, uncached_scores, strict=True):
         assert got == want
     assert engine.stats.misses == 3 + 3 and engine.stats.hits == 1 + 1
+
+
+def test_engines_that_batch_for_themselves_get_a_whole_stage_per_call(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from charter.commands import stage_chunk_size
+    from charter.generators.openai_engine import OpenAIEngine
+    from charter.generators.vllm_engine import VLLMEngine
+
+    class Served(FakeEngine):
+        schedules_own_batches = True
+
+    cfg = OmegaConf.create({"chunk_size": 32})
+    cached = CachedEngine(Served(), CallCache(tmp_path / "calls.sqlite"), "fp")
+    assert stage_chunk_size(cfg, cached) > 10**9  # seen through the cache wrapper
+    assert stage_chunk_size(cfg, FakeEngine()) == 32  # transformers-like: progress-sized chunks
+    assert VLLMEngine.schedules_own_batches and OpenAIEngine.schedules_own_batches

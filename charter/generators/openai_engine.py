@@ -83,6 +83,8 @@ class OpenAIEngine:
     """
 
     supports_json_schema = True
+    # the server batches for itself: a stage hands it every request in one call
+    schedules_own_batches = True
     """``generate(..., json_schema=...)`` sends OpenAI's ``response_format`` (a JSON schema),
     which vLLM and OpenAI enforce while decoding; a server without it answers HTTP 400."""
 

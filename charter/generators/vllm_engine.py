@@ -75,6 +75,8 @@ class VLLMEngine:
     """
 
     supports_json_schema = True
+    # the server batches for itself: a stage hands it every request in one call
+    schedules_own_batches = True
     """``generate(..., json_schema=...)`` constrains decoding (vLLM's structured outputs), so
     judges that write verdicts can ask for valid JSON instead of parsing and retrying."""
 
