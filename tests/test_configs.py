@@ -74,7 +74,7 @@ def test_every_experiment_composes_with_every_engine(experiment: str, engine: st
         check_signature(path, node)
 
 
-@pytest.mark.parametrize("group", ["judge", "constitution", "prompts", "pairs"])
+@pytest.mark.parametrize("group", ["generator", "judge", "constitution", "prompts", "pairs"])
 def test_every_option_of_every_group_composes(group: str) -> None:
     for option in options(group):
         cfg = compose_all("run", [f"{group}={option}"])
