@@ -134,7 +134,8 @@ def test_sft_trains_on_prompt_completion_jsonl(tiny_llama: Path, tmp_path: Path)
     path = tmp_path / "sft.jsonl"
     rows = [
         {"prompt": [{"role": "user", "content": f"q{i}"}],
-         "completion": [{"role": "assistant", "content": "A careful, kind answer."}]}
+         "completion": [{"role": "assistant", "content": "A careful, kind answer."}],
+         "constitution_sha256": "c0ffee", "judge_model": "judge-x", "generator_model": "gen-y"}
         for i in range(6)
     ]  # fmt: skip
     lines = [json.dumps(r) for r in rows] + ['{"prompt": "only a prompt"}', "not json"]
@@ -142,6 +143,9 @@ def test_sft_trains_on_prompt_completion_jsonl(tiny_llama: Path, tmp_path: Path)
     examples, rejects, prov = load_sft_data(path)
     assert len(examples) == 6 and len(rejects) == 2
     assert {r.source for r in rejects} == {f"{path}:7", f"{path}:8"}
+    assert examples.column_names == ["prompt", "completion"]  # what SFTTrainer reads
+    # the provenance columns were read before they were dropped: the model card names them
+    assert (prov.constitution_sha256, prov.judge_model) == (["c0ffee"], ["judge-x"])
     settings = SFTSettings(
         policy=str(tiny_llama), optim=Optimisation(learning_rate=1e-3, max_steps=4, **CPU)
     )

@@ -19,6 +19,7 @@ from charter.records import Reject
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 SFT_SHAPES = (("messages",), ("prompt", "completion"), ("text",))
+PROVENANCE_COLUMNS = ("constitution_sha256", "judge_model", "generator_model")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Provenance:
 
     @staticmethod
     def of(dataset: Any, source: Path) -> Provenance:
+        """Read the distinct ``PROVENANCE_COLUMNS`` values of ``dataset``."""
+
         def distinct(column: str) -> list[str]:
             if column not in dataset.column_names:
                 return []
@@ -159,7 +162,9 @@ def load_sft_data(path: str | Path) -> tuple[Any, list[Reject], Provenance]:
         rows, rejects = _read_jsonl(path, shape, "train")
         if not rows:
             raise InputError(f"no usable SFT rows ({len(rejects)} rejected)", file=str(path))
-        data = Dataset.from_list([{c: r[c] for c in shape} for r in rows])
+        # provenance columns ride along until Provenance.of has read them
+        keep = (*shape, *(c for c in PROVENANCE_COLUMNS if any(c in r for r in rows)))
+        data = Dataset.from_list([{c: r.get(c) for c in keep} for r in rows])
     shape = _require(data, SFT_SHAPES, path)
     provenance = Provenance.of(data, path)
     return data.select_columns(list(shape)), rejects, provenance
