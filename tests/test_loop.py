@@ -170,3 +170,48 @@ def test_reward_step_on_real_smollm2(tmp_path: Path) -> None:
         [rows[0]["prompt"]] * 2, ["Use a long passphrase, unique per site.", "Use 1234."]
     )
     assert all(isinstance(s, float) for s in scores)
+
+
+def test_ppo_on_a_reward_model_is_watched_by_the_fresh_pointwise_judge(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    from datasets import Dataset
+
+    from charter.trainers.common import Optimisation
+    from charter.trainers.data import Provenance
+    from charter.trainers.reward import RewardSettings, train_reward
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"question {i}"}],
+            "chosen": [{"role": "assistant", "content": "A kind, careful answer."}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
+        for i in range(4)
+    ]
+    pairs = Dataset.from_list(rows)
+    optim = Optimisation(max_steps=1, batch_size=2, device="cpu")
+    rm = train_reward(
+        RewardSettings(base_model=str(tiny_llama), eval_fraction=0.0, optim=optim),
+        pairs,
+        Provenance.of(pairs, tmp_path),
+        tmp_path / "rm",
+    )
+    cfg = compose(
+        tiny_llama,
+        "trainer=ppo",
+        f"reward_model={rm.model_dir}",
+        "judge=pointwise",
+        FAKE_JUDGE,
+        "prompts.limit=2",
+        "trainer.steps=1",
+        "trainer.batch_size=2",
+        "trainer.mini_batch_size=2",
+        "trainer.ppo_epochs=1",
+        "trainer.max_new_tokens=4",
+    )
+    train(cfg, tmp_path / "ppo")
+    metrics = json.loads((tmp_path / "ppo" / "metrics.json").read_text())
+    # the learned reward drives PPO, and the pointwise judge scores the same samples beside it
+    assert len(metrics["reward_mean_per_step"]) == 1
+    assert metrics["fresh_reward_per_step"][0] is not None

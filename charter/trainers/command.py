@@ -156,6 +156,10 @@ def _train_ppo(cfg: DictConfig, settings: Any, out_dir: Path) -> TrainResult:
             "steps": len(ppo.steps),
             "reward_mean_per_step": [round(s.reward_mean, 4) for s in ppo.steps],
             "kl_per_step": [round(s.kl, 4) for s in ppo.steps],
+            "fresh_reward_per_step": [
+                None if s.fresh_reward_mean is None else round(s.fresh_reward_mean, 4)
+                for s in ppo.steps
+            ],
             "warnings": ppo.warnings,
         },
     )
