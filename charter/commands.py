@@ -296,8 +296,7 @@ def _publish(
 
 
 REVISIONS = "revisions.jsonl"
-SFT = "sft.jsonl"
-REVISE_OUTPUTS = (REVISIONS, run_files.PAIRS, SFT, "dataset", "sft_dataset", "README.md")
+REVISE_OUTPUTS = (REVISIONS, run_files.PAIRS, run_files.SFT, "dataset", "sft_dataset", "README.md")
 
 
 def revise_fingerprint(cfg: DictConfig) -> str:
@@ -370,11 +369,11 @@ def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = Non
     sha = constitution.sha256
     pairs = [to_row(preference_pair(chain, verdict, sha)) for chain, verdict in kept]
     sft = [sft_row(chain, verdict, sha) for chain, verdict in kept]
-    check_rows("sft", sft, file=str(run_dir / SFT))
+    check_rows("sft", sft, file=str(run_dir / run_files.SFT))
     run_files.write_rows(run_dir, REVISIONS, chains)
     run_files.write_rows(run_dir, run_files.JUDGMENTS, judgments)
     run_files.write_rows(run_dir, run_files.PAIRS, pairs)
-    write_jsonl_atomic(run_dir / SFT, sft)
+    write_jsonl_atomic(run_dir / run_files.SFT, sft)
     rejects = [*read_rejects, *too_long, *report.rejects, *verify_rejects]
     run_files.write_rows(run_dir, run_files.REJECTS, [asdict(r) for r in rejects])
     _publish(run_dir, pairs)

@@ -6,6 +6,8 @@ byte for byte what an upload sends, and a failed build leaves nothing behind:
     README.md            the run's dataset card, its header pointing at the split files
     data/train.parquet   the pairs whose prompt hashes into train (format=trl|openrlhf|verl)
     data/test.parquet    the rest (``test_fraction`` of prompts); ``.jsonl`` for format=jsonl
+    sft/train.parquet    a critique/revision run's SFT rows (``sft.jsonl``), split the same way,
+    sft/test.parquet     as the card's second config, ``sft``; absent for other runs
     constitution.yaml    the constitution file the run used (its sha256 must match the pairs')
     charter_config.yaml  the run's composed config (``.hydra/config.yaml``), resolved
 
@@ -132,9 +134,17 @@ def _constitution_file(run_dir: Path, config: dict[str, Any], rows: list[dict[st
 
 
 def upload_card(
-    card: str, data_files: dict[str, str], counts: dict[str, int], fmt: str, reviewed: int = 0
+    card: str,
+    data_files: dict[str, str],
+    counts: dict[str, int],
+    fmt: str,
+    reviewed: int = 0,
+    sft: dict[str, tuple[str, int]] | None = None,
 ) -> str:
-    """The run's card with its Hub header pointing at the split files, plus a files section."""
+    """The run's card with its Hub header pointing at the split files, plus a files section.
+
+    ``sft`` maps split -> (file, rows) of a critique/revision run's SFT data: a second config.
+    """
     header: dict[str, Any] = {}
     body = card
     if card.startswith("---\n"):
@@ -148,6 +158,13 @@ def upload_card(
             "data_files": [{"split": s, "path": p} for s, p in data_files.items()],
         }
     ]
+    if sft:
+        header["configs"].append(
+            {
+                "config_name": "sft",
+                "data_files": [{"split": s, "path": p} for s, (p, _) in sft.items()],
+            }
+        )
     files = [
         "",
         "## Splits and files",
@@ -163,6 +180,16 @@ def upload_card(
         "configuration of the run.",
         "",
     ]
+    if sft:
+        files += [
+            "The `sft` config holds the SFT rows (TRL's `prompt`/`completion`, the chain in",
+            "`revision_chain`), split by the same prompt hash:",
+            "",
+            "| split | file | rows |",
+            "|---|---|---|",
+            *(f"| {s} | `{p}` | {n} |" for s, (p, n) in sft.items()),
+            "",
+        ]
     if reviewed:
         files += [
             f"{reviewed} of {sum(counts.values())} pairs carry a human label",
@@ -183,6 +210,27 @@ def _write_split(rows: list[dict[str, Any]], path: Path, fmt: ExportFormat, like
     # empty splits keep the columns of the full table, so both files share one schema
     table = Dataset.from_list(rows) if rows else like.select([])
     table.to_parquet(str(path))
+
+
+def _write_sft(run_dir: Path, folder: Path, test_fraction: float) -> dict[str, tuple[str, int]]:
+    """Split a revision run's ``sft.jsonl`` like the pairs and write it as Parquet under
+    ``folder/sft``; return split -> (file, rows), empty for runs without SFT data."""
+    from datasets import Dataset
+
+    source = run_dir / run_files.SFT
+    if not source.exists():
+        return {}
+    rows = [row for _, row in read_jsonl(source)]
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for row in rows:
+        splits[prompt_split(row["prompt"], test_fraction)].append(row)
+    (folder / "sft").mkdir()
+    written = {}
+    for split, split_rows in splits.items():
+        if split_rows:
+            Dataset.from_list(split_rows).to_parquet(str(folder / "sft" / f"{split}.parquet"))
+            written[split] = (f"sft/{split}.parquet", len(split_rows))
+    return written
 
 
 def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
@@ -220,7 +268,10 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
             _write_split(split_rows, tmp / data_files[split], fmt, like)
         counts = {s: len(r) for s, r in splits.items()}
         reviewed = sum(r.get("label_source") == "human" for r in rows)
-        card = upload_card(card_path.read_text(encoding="utf-8"), data_files, counts, fmt, reviewed)
+        sft = _write_sft(run_dir, tmp, settings.test_fraction)
+        card = upload_card(
+            card_path.read_text(encoding="utf-8"), data_files, counts, fmt, reviewed, sft
+        )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         shutil.copyfile(constitution, tmp / "constitution.yaml")
         (tmp / "charter_config.yaml").write_text(

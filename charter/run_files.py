@@ -25,6 +25,7 @@ JUDGMENTS = "judgments.jsonl"
 RANKINGS = "rankings.jsonl"
 PAIRS = "pairs.jsonl"
 REJECTS = "rejects.jsonl"
+SFT = "sft.jsonl"
 
 _SCHEMAS = {CANDIDATES: "candidates", JUDGMENTS: "judgments", PAIRS: "pairs", REJECTS: "rejects"}
 

@@ -172,3 +172,23 @@ def test_bad_settings_and_a_changed_constitution_are_user_errors(run: Path) -> N
     with pytest.raises(InputError, match="constitution changed since the run"):
         build_upload_folder(run, PublishSettings(repo_id="o/n", dry_run=True))
     assert not (run / "upload").exists()
+
+
+def test_a_revision_run_publishes_its_sft_rows_as_a_second_config(tmp_path: Path) -> None:
+    args = ["run", "experiment=cai_sl", *FAKE, "prompts.limit=10", "revise.verify=false"]
+    result = charter(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    folder = build_upload_folder(
+        run, PublishSettings(repo_id="org/cai", dry_run=True, test_fraction=0.3)
+    )
+    sft_rows = [json.loads(line) for line in (run / "sft.jsonl").open()]
+    header = yaml.safe_load((folder / "README.md").read_text().split("---\n")[1])
+    assert [c["config_name"] for c in header["configs"]] == ["default", "sft"]
+    sft = load_dataset(str(folder), "sft")
+    assert sum(len(sft[s]) for s in sft) == len(sft_rows) > 0
+    assert {"prompt", "completion", "revision_chain"} <= set(sft["train"].column_names)
+    # a prompt's SFT row and its pairs land in the same split
+    test_prompts = {json.dumps(r["prompt"]) for r in load_dataset(str(folder))["test"]}
+    if "test" in sft:
+        assert {json.dumps(r["prompt"]) for r in sft["test"]} >= test_prompts
