@@ -22,6 +22,15 @@ from tests.test_configs import compose_all
 tiny_llama = shared.tiny_llama  # the session fixture
 
 FAKE_JUDGE = "engine@judge.engine=fake"
+# one PPO step on two prompts: seconds on the tiny Llama
+TINY_PPO = [
+    "prompts.limit=2",
+    "trainer.steps=1",
+    "trainer.batch_size=2",
+    "trainer.mini_batch_size=2",
+    "trainer.ppo_epochs=1",
+    "trainer.max_new_tokens=4",
+]
 
 
 def compose(tiny: Path, *overrides: str) -> OmegaConf:
@@ -113,12 +122,7 @@ def test_ppo_trains_on_the_pointwise_judge(tiny_llama: Path, tmp_path: Path) -> 
         "trainer=ppo",
         "judge=pointwise",
         FAKE_JUDGE,
-        "prompts.limit=2",
-        "trainer.steps=1",
-        "trainer.batch_size=2",
-        "trainer.mini_batch_size=2",
-        "trainer.ppo_epochs=1",
-        "trainer.max_new_tokens=4",
+        *TINY_PPO,
     )
     train(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -203,12 +207,7 @@ def test_ppo_on_a_reward_model_is_watched_by_the_fresh_pointwise_judge(
         f"reward_model={rm.model_dir}",
         "judge=pointwise",
         FAKE_JUDGE,
-        "prompts.limit=2",
-        "trainer.steps=1",
-        "trainer.batch_size=2",
-        "trainer.mini_batch_size=2",
-        "trainer.ppo_epochs=1",
-        "trainer.max_new_tokens=4",
+        *TINY_PPO,
     )
     train(cfg, tmp_path / "ppo")
     metrics = json.loads((tmp_path / "ppo" / "metrics.json").read_text())

@@ -23,6 +23,7 @@ from charter.judges.calibration import expected_calibration_error
 from charter.judges.injection import adversarial_pairs, flip_rate
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
+from charter.judges.stage import judge_in_chunks
 from charter.records import Judgment
 
 
@@ -132,21 +133,6 @@ def report(
     )
 
 
-def _judge_all(
-    comparisons: Sequence[Comparison],
-    judge: Judge,
-    chunk_size: int,
-    on_progress: Callable[[int], None] | None,
-) -> list[Judgment]:
-    judgments: list[Judgment] = []
-    for i in range(0, len(comparisons), chunk_size):
-        chunk = comparisons[i : i + chunk_size]
-        judgments.extend(judge.judge(chunk))
-        if on_progress:
-            on_progress(len(chunk))
-    return judgments
-
-
 def evaluate_judge(
     pairs: Sequence[HumanPair],
     judge: Judge,
@@ -176,7 +162,7 @@ def evaluate_judge(
     """
     comparisons = comparisons_for(pairs, constitution, seed=seed, principle=principle)
     start = time.perf_counter()
-    judgments = _judge_all(comparisons, judge, chunk_size, on_progress)
+    judgments = judge_in_chunks(comparisons, judge, chunk_size, on_progress)
     seconds = time.perf_counter() - start
     attacked: list[Judgment] = []
     rate = None
@@ -197,7 +183,7 @@ def evaluate_judge(
             )
             for v in variants
         ]
-        attacked = _judge_all(attacked_comparisons, judge, chunk_size, on_progress)
+        attacked = judge_in_chunks(attacked_comparisons, judge, chunk_size, on_progress)
         clean_p = {j.prompt_id: j.p_a for j in judgments}
         rate = flip_rate(
             [clean_p[a.prompt_id.split("#")[0]] for a in attacked], [a.p_a for a in attacked]

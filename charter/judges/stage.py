@@ -161,16 +161,17 @@ def judge_candidates(
             f"ranking must be 'all_pairs' or 'tournament', got {ranking!r}", field="ranking"
         )
     comparisons, rejects = build_comparisons(sets, constitution, seed, principle_per=principle_per)
-    judgments = _judge_in_chunks(comparisons, judge, chunk_size, on_progress)
+    judgments = judge_in_chunks(comparisons, judge, chunk_size, on_progress)
     return judgments, rank(sets, judgments), rejects
 
 
-def _judge_in_chunks(
+def judge_in_chunks(
     comparisons: Sequence[Comparison],
     judge: Judge,
     chunk_size: int,
     on_progress: Callable[[int], None] | None,
 ) -> list[Judgment]:
+    """Judge in calls of at least ``chunk_size`` comparisons, never splitting a prompt's."""
     judgments: list[Judgment] = []
     for chunk in _whole_prompt_chunks(comparisons, chunk_size):
         judgments.extend(judge.judge(chunk))
@@ -203,7 +204,7 @@ def _tournament(
     rounds = TournamentRounds(sets, comparison)
     judgments: list[Judgment] = []
     while batch := rounds.next_round():
-        done = _judge_in_chunks(batch, judge, chunk_size, on_progress)
+        done = judge_in_chunks(batch, judge, chunk_size, on_progress)
         judgments.extend(done)
         rounds.answer({(j.candidate_a, j.candidate_b): j.p_a for j in done})
     rankings = rank(sets, judgments, rounds.order)
@@ -216,7 +217,7 @@ def _tournament(
         and by_id[r.order[0]].text.strip() != by_id[r.order[-1]].text.strip()
     ]
     if ends:
-        judgments.extend(_judge_in_chunks(ends, judge, chunk_size, on_progress))
+        judgments.extend(judge_in_chunks(ends, judge, chunk_size, on_progress))
         rankings = rank(sets, judgments, rounds.order)
     return judgments, rankings, rounds.rejects
 
