@@ -161,14 +161,14 @@ def train_online_dpo(
 
 def _sampled_kl(policy: str, start: str, sets: Sequence[CandidateSet]) -> float:
     """Mean log pi(y|x) - log pi_start(y|x) over the samples the policy just drew."""
-    from charter.trainers.ppo import _load, response_logprob
+    from charter.trainers.ppo import load_policy, response_logprob
 
     chats = [(cs.messages, c.text) for cs in sets for c in cs.candidates]
     if not chats:
         return 0.0
     gaps = [0.0] * len(chats)
     for model_path, sign in ((policy, 1.0), (start, -1.0)):
-        model, tokenizer = _load(model_path, None)
+        model, tokenizer = load_policy(model_path, None)
         model.eval()
         for i, (messages, text) in enumerate(chats):
             gaps[i] += sign * response_logprob(model, tokenizer, messages, text)

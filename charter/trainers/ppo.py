@@ -548,9 +548,10 @@ def _scores(fn: RewardFn, prompts: list[Prompt], texts: list[str], what: str) ->
 # setup -> train -> save
 
 
-def _load(
+def load_policy(
     policy: str | Path | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM in fp32 (on the GPU when there is one) and its tokenizer, with a pad token."""
     if isinstance(policy, PreTrainedModel):
         model = policy
         if tokenizer is None:
@@ -600,7 +601,7 @@ def train_ppo(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
 
-    model, tokenizer = _load(policy, tokenizer)
+    model, tokenizer = load_policy(policy, tokenizer)
     peft_config = config.lora.peft_config("CAUSAL_LM") if config.lora else None
     if peft_config is not None:
         from peft import get_peft_model
