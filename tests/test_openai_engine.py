@@ -448,15 +448,17 @@ class ForwardingHandler(BaseHTTPRequestHandler):
                 )
                 with urllib.request.urlopen(request, timeout=120) as upstream:
                     payload, headers = upstream.read(), {}
-            self.send_response(status)
-            for k, v in {"Content-Type": "application/json", **headers}.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
         finally:
+            # out of flight once the answer is ready: counting until after the write would let
+            # the client's next request, sent as soon as it reads this one, overlap it here
             with script.lock:
                 script.in_flight -= 1
+        self.send_response(status)
+        for k, v in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
 
 class ForwardingProxy(ThreadingHTTPServer):
