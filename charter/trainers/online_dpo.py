@@ -124,7 +124,9 @@ def train_online_dpo(
         run_files.write_rows(round_dir, run_files.CANDIDATES, sets)
         run_files.write_rows(round_dir, run_files.JUDGMENTS, judgments)
         run_files.write_rows(round_dir, run_files.PAIRS, rows)
-        guard: dict[str, Any] = {"kl_to_start": 0.0 if r == 0 else _sampled_kl(policy, start, sets)}
+        # no DPO step yet (round 0, or only rounds without pairs): the policy is the start
+        kl = 0.0 if policy == start else _sampled_kl(policy, start, sets)
+        guard: dict[str, Any] = {"kl_to_start": kl}
         if fresh_reward_fn is not None and made.pairs:
             guard["fresh_agreement"] = _agreement(fresh_reward_fn, made.pairs)
             if guard["fresh_agreement"] < settings.guard_min_agreement:
