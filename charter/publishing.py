@@ -218,9 +218,9 @@ def _write_sft(run_dir: Path, folder: Path, test_fraction: float) -> dict[str, t
     from datasets import Dataset
 
     source = run_dir / run_files.SFT
-    if not source.exists():
+    rows = [row for _, row in read_jsonl(source)] if source.exists() else []
+    if not rows:  # no revision run, or every revision was dropped: no sft/ folder at all
         return {}
-    rows = [row for _, row in read_jsonl(source)]
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
     for row in rows:
         splits[prompt_split(row["prompt"], test_fraction)].append(row)
