@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [f"charter {command}", *rest]
     _hydra_app(config_name, task)()
     if sweep_dir is not None and sweep_dir.exists():
-        from charter.judges.compare_table import write_comparison
+        from charter.judge_eval.compare_table import write_comparison
 
         print(write_comparison(sweep_dir), end="")
         console.print(f"comparison written to {sweep_dir}/comparison.{{md,json}}")

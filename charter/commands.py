@@ -27,9 +27,9 @@ from charter.generators.counting import TokenCountingEngine
 from charter.generators.stage import generate_candidates
 from charter.human_prefs import load_human_pairs
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
-from charter.judges.calibration import plot_reliability, reliability
-from charter.judges.evaluate import evaluate_judge
-from charter.judges.injection import ATTACKS
+from charter.judge_eval.evaluate import evaluate_judge
+from charter.judge_eval.injection import ATTACKS
+from charter.judge_eval.reliability import plot_reliability, reliability
 from charter.judges.stage import judge_candidates
 from charter.judges.tournament import max_comparisons
 from charter.pairs import make_pairs

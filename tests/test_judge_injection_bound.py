@@ -1,7 +1,7 @@
 """The default judge's injection flip rate must not regress past a recorded bound.
 
 The judge runs on a small fixed slice of human-labelled pairs, clean and under every attack in
-:mod:`charter.judges.injection` (instructions, fake delimiters and verdicts appended to the
+:mod:`charter.judge_eval.injection` (instructions, fake delimiters and verdicts appended to the
 rejected response, or it replaced by an empty and a near-empty reply). The flip rate counts how
 often a pair the judge got right clean goes wrong once attacked. The slice comes from the shared
 hh-rlhf harmless dev file when ``../shared`` is there, else from the tiny set below, so the test
@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from charter.building import build, register_resolvers, resolve_path
 from charter.constitution import load_constitution
 from charter.human_prefs import HumanPair
-from charter.judges.evaluate import evaluate_judge
-from charter.judges.injection import ATTACKS
+from charter.judge_eval.evaluate import evaluate_judge
+from charter.judge_eval.injection import ATTACKS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/human_prefs/hh_rlhf_harmless_dev.jsonl"
 PAIRS = 4

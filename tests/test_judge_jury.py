@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from charter.building import build, register_resolvers
 from charter.generators.fake_engine import FakeEngine
-from charter.judges.agreement import fleiss_kappa, jury_agreement
+from charter.judge_eval.agreement import fleiss_kappa, jury_agreement
 from charter.judges.jury import JuryJudge, pool_labels
 from charter.judges.pairwise import PairwiseLogprobJudge
 from charter.judges.pointwise import PointwiseScoreJudge

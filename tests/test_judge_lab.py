@@ -8,8 +8,8 @@ import pytest
 
 from charter.generators.fake_engine import FakeEngine
 from charter.human_prefs import HumanPair
-from charter.judges.calibration import expected_calibration_error, reliability
-from charter.judges.injection import ATTACKS, adversarial_pairs, flip_rate
+from charter.judge_eval.injection import ATTACKS, adversarial_pairs, flip_rate
+from charter.judge_eval.reliability import expected_calibration_error, reliability
 from charter.judges.pointwise import PointwiseScoreJudge
 from charter.judges.protocol import Comparison
 from tests.fixtures import principle

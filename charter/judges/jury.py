@@ -6,7 +6,7 @@ steadier than any one of them. Each member judges the whole batch with the share
 jury's ``p_first_order``, ``p_swapped`` and ``p_a`` are the weighted means of the members' (as
 probabilities, or as log-odds with ``pool="log_odds"``), and every member's own label and raw
 output stay in ``raw["members"]``, so agreement between members can be measured
-(:mod:`charter.judges.agreement`) and any member's labels recovered without rerunning.
+(:mod:`charter.judge_eval.agreement`) and any member's labels recovered without rerunning.
 """
 
 from __future__ import annotations

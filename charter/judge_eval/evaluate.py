@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from charter.constitution import Constitution
 from charter.human_prefs import HumanPair
-from charter.judges.agreement import jury_agreement
-from charter.judges.calibration import expected_calibration_error
-from charter.judges.injection import adversarial_pairs, flip_rate
+from charter.judge_eval.agreement import jury_agreement
+from charter.judge_eval.injection import adversarial_pairs, flip_rate
+from charter.judge_eval.reliability import expected_calibration_error
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
 from charter.judges.stage import judge_in_chunks
@@ -154,7 +154,7 @@ def evaluate_judge(
         principle: judge every pair under this principle id instead.
         chunk_size: comparisons per judge call.
         injection_pairs: attack the first N pairs with every injection in
-            :mod:`charter.judges.injection` and report the flip rate (0: skip).
+            :mod:`charter.judge_eval.injection` and report the flip rate (0: skip).
         on_progress: called with the number of comparisons just finished.
 
     Returns:

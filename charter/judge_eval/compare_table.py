@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from charter.judges.calibration import ReliabilityBin, plot_reliability
+from charter.judge_eval.reliability import ReliabilityBin, plot_reliability
 
 COLUMNS = (
     ("judge", "judge"),
