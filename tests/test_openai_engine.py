@@ -9,6 +9,7 @@ engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -90,12 +91,15 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(script.stall_s if first else script.delay_s)
             if status != 200:
                 headers = {"Retry-After": "0"} if status == 429 else {}
-                self._reply(status, {"error": {"message": f"scripted {status}"}}, headers)
-                return
-            self._reply(200, self._completion(body))
+                payload = {"error": {"message": f"scripted {status}"}}
+            else:
+                payload, headers = self._completion(body), {}
         finally:
+            # out of flight once the answer is ready: counting until after the write would let
+            # the client's next request, sent as soon as it reads this one, overlap it here
             with script.lock:
                 script.in_flight -= 1
+        self._reply(status, payload, headers)
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
         last = body["messages"][-1]["content"]
@@ -150,6 +154,38 @@ def engine_for(base_url: str, **kwargs: Any) -> OpenAIEngine:
     return OpenAIEngine("tiny", base_url=base_url, **kwargs)
 
 
+class InFlight:
+    """Counts an engine's requests in flight where the engine bounds them: in ``_post``, which
+    each worker of its pool runs while it holds one of the ``max_concurrency`` slots.
+
+    Each request first waits (at most ``patience_s``) until ``width`` are in flight together, so
+    an engine that runs ``width`` at once shows it on every run however loaded the machine is,
+    and one that cannot shows a smaller maximum (after one wait). Send a multiple of ``width``
+    requests, or the last few wait ``patience_s`` for partners that never come.
+    """
+
+    def __init__(self, engine: OpenAIEngine, width: int, patience_s: float = 30.0) -> None:
+        self._post = engine._post
+        self._together = threading.Barrier(width, timeout=patience_s)
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+        engine._post = self  # type: ignore[method-assign]
+
+    def __call__(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        try:
+            # broken: fewer than `width` ever got here at once, which `most` tells the test
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._together.wait()
+            return self._post(path, body)
+        finally:
+            with self._lock:
+                self._now -= 1
+
+
 def test_429_and_503_are_retried_until_the_answer_comes(script, base_url):
     script.statuses = [429, 503]
     engine = engine_for(base_url)
@@ -199,10 +235,13 @@ def test_no_key_sends_no_authorization(script, base_url, monkeypatch):
 
 
 def test_concurrency_is_bounded_and_order_kept(script, base_url):
-    script.delay_s = 0.1
+    script.delay_s = 0.1  # requests stay in flight a while: room for a fourth to show itself
     chats = [user(f"q{i}") for i in range(12)]
-    out = engine_for(base_url, max_concurrency=3).generate(chats, SAMPLING)
-    assert 1 < script.max_in_flight <= 3
+    engine = engine_for(base_url, max_concurrency=3)
+    in_flight = InFlight(engine, width=3)
+    out = engine.generate(chats, SAMPLING)
+    assert in_flight.most == 3  # the bound is reached, never passed
+    assert script.max_in_flight <= 3  # and the server never sees more
     assert [o[0].text.split(" #")[0] for o in out] == [f"q{i}" for i in range(12)]
 
 
