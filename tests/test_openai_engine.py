@@ -528,6 +528,7 @@ def test_server_retries_through_failures_with_bounded_concurrency(flaky_proxy, s
     url, script = flaky_proxy
     caplog.set_level(logging.DEBUG)
     engine = served_engine(url, max_concurrency=2, backoff_s=0.05)
+    in_flight = InFlight(engine, width=2)
     script.statuses = [503, 429, 502]  # the next three requests fail, then all go through
     chats = [user(f"Name an animal whose name starts with {c}.") for c in "BCDFGH"]
     greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
@@ -535,7 +536,8 @@ def test_server_retries_through_failures_with_bounded_concurrency(flaky_proxy, s
     assert through_proxy == served.generate(chats, greedy)  # same answers, same order
     generates = [s for s in script.seen if s["path"].endswith("/completions")]
     assert len(generates) == len(chats) + 3  # each failure retried once
-    assert script.max_in_flight == 2
+    assert in_flight.most == 2  # the bound is reached, never passed, retries included
+    assert script.max_in_flight <= 2  # and the proxy never sees more
     assert all(s["auth"] == f"Bearer {SECRET}" for s in script.seen)
     assert "HTTP 503" in caplog.text  # the retry is logged, the key is not
     for text in (caplog.text, repr(engine), repr(through_proxy)):
