@@ -47,11 +47,13 @@ def user(text: str) -> list[dict[str, str]]:
 
 @dataclass
 class Script:
-    """What the server does: fail with ``statuses`` first, stall ``stall_s`` on the first call."""
+    """What the server does: fail with ``statuses`` first, stall the first call until ``release``
+    is set (at most ``stall_s``), wait ``delay_s`` on every other call."""
 
     statuses: list[int] = field(default_factory=list)
     stall_s: float = 0.0
     delay_s: float = 0.0
+    release: threading.Event = field(default_factory=threading.Event)
     top_logprobs: list[tuple[str, float]] = field(default_factory=list)
     seen: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
@@ -88,7 +90,10 @@ class Handler(BaseHTTPRequestHandler):
             script.max_in_flight = max(script.max_in_flight, script.in_flight)
             status = script.statuses.pop(0) if script.statuses else 200
         try:
-            time.sleep(script.stall_s if first else script.delay_s)
+            if first:
+                script.release.wait(script.stall_s)
+            else:
+                time.sleep(script.delay_s)
             if status != 200:
                 headers = {"Retry-After": "0"} if status == 429 else {}
                 payload = {"error": {"message": f"scripted {status}"}}
@@ -145,6 +150,7 @@ def base_url(script: Script) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
+        script.release.set()  # a stalled handler thread ends with the test
         server.shutdown()
         server.server_close()
 
@@ -197,9 +203,12 @@ def test_429_and_503_are_retried_until_the_answer_comes(script, base_url):
 
 
 def test_a_timeout_is_retried(script, base_url):
-    script.stall_s = 2.0
-    out = engine_for(base_url, timeout_s=0.5).generate([user("slow")], SAMPLING)
-    assert out[0][0].text.startswith("slow") and len(script.seen) == 2
+    # the first request stalls past the test (an engine without a timeout fails after 60 s);
+    # the retries answer at once, but a loaded machine may let one time out too, hence >= 2
+    script.stall_s = 60.0
+    out = engine_for(base_url, timeout_s=1.0).generate([user("slow")], SAMPLING)
+    assert out[0][0].text.startswith("slow") and len(script.seen) >= 2
+    assert all(s["body"] == script.seen[0]["body"] for s in script.seen)  # the same request
 
 
 def test_a_client_error_fails_at_once_with_the_servers_message(script, base_url):
