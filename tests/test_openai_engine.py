@@ -281,11 +281,14 @@ def test_a_prefill_without_tokenizer_or_vllm_is_refused(base_url):
 
 
 def test_an_unreachable_server_is_one_clear_error():
-    with socket.socket() as s:  # a port nothing listens on
+    # a port held, but not listened on, for the whole test: connections are refused, and no
+    # other process can start listening on it between choosing it and connecting
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(InputError, match=f"127.0.0.1:{port}/v1/models failed 2 times"):
-        OpenAIEngine("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01)
+        with pytest.raises(InputError, match=f"127.0.0.1:{port}/v1/models failed 2 times"):
+            url = f"http://127.0.0.1:{port}/v1"
+            OpenAIEngine("m", base_url=url, max_retries=1, backoff_s=0.01)
 
 
 # --- a real `vllm serve` ------------------------------------------------------------------------
