@@ -40,6 +40,7 @@ from charter import commands
 from charter.generators.fake_engine import FakeEngine
 
 where, _, arg = os.environ.get("KILL_AT", "").partition(":")
+hold = os.environ.get("HOLD_AT", "")
 slow = float(os.environ.get("SLOW", "0"))
 counts = {}
 
@@ -49,6 +50,8 @@ def die():
 def patch(name):
     original = getattr(FakeEngine, name)
     def call(self, *args, **kwargs):
+        if hold == f"{name}:{counts.get(name, 0) + 1}":
+            time.sleep(3600)  # this call never returns: the process waits to be killed
         time.sleep(slow)
         out = original(self, *args, **kwargs)
         counts[name] = counts.get(name, 0) + 1
@@ -84,9 +87,10 @@ def charter_args(run: Path | None, cache: Path, *extra: str) -> list[str]:
 
 
 def driven(
-    args: list[str], cwd: Path, kill_at: str = "", slow: float = 0.0
+    args: list[str], cwd: Path, kill_at: str = "", slow: float = 0.0, hold_at: str = ""
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "KILL_AT": kill_at, "SLOW": str(slow), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "KILL_AT": kill_at, "HOLD_AT": hold_at, "SLOW": str(slow)}
+    env["PYTHONPATH"] = str(REPO)
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, *args],
         cwd=cwd,
@@ -235,14 +239,17 @@ def test_run_killed_at_several_points_resumes_to_identical_outputs(tmp_path, bas
     # during judge, the same way, at its third chunk
     assert finish(driven(args, tmp_path, "choice_logprobs:3")) == -9
     assert set(summary(run)["stages"]) == {"generate"}
-    # from outside, once two more judge chunks are in the cache
+    # from outside, once two more judge chunks are in the cache; the process's third judge call
+    # (the fifth chunk) never returns, so the judge cannot finish first however slowly we poll
     entries = CallCache(cache / CACHE_FILE).summary().entries
-    proc = driven(args, tmp_path, slow=0.3)
-    deadline = time.monotonic() + 120
-    while CallCache(cache / CACHE_FILE).summary().entries < entries + 20:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.kill()
+    proc = driven(args, tmp_path, hold_at="choice_logprobs:3")
+    try:
+        deadline = time.monotonic() + 120
+        while CallCache(cache / CACHE_FILE).summary().entries < entries + 20:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
     assert finish(proc) == -9
     assert set(summary(run)["stages"]) == {"generate"}
     # with judgments.jsonl complete in its temp file, before the rename
