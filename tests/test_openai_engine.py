@@ -304,14 +304,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> bool:
+    """True once the server answers ``url``; False if it exited because its port was taken."""
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if "address already in use" in log.read_text().lower():
+                return False
             pytest.fail(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=5):
-                return
+                return True
         except OSError:
             time.sleep(2)
     pytest.fail(f"vllm serve not ready in {STARTUP_S} s:\n{log.read_text()[-3000:]}")
@@ -323,7 +326,6 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.engine_fixtures import smollm2_dir
 
     tmp = tmp_path_factory.mktemp("vllm-serve")
-    port = _free_port()
     # the server demands the key (from its environment, not its command line, which `ps` shows)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp), "VLLM_API_KEY": SECRET}
     env.pop("OPENAI_API_KEY", None)
@@ -337,21 +339,35 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--model",
             str(smollm2_dir()),
         ),
-        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED),
+        *("--host", "127.0.0.1", "--served-model-name", SERVED),
         *("--dtype", "float32", "--max-model-len", "2048", "--seed", "0"),
         # eager: starts in seconds; no chunked prefill: vllm-cpu 0.32 crashes on seeded requests
         # whose prefill is split (see VLLMEngine)
         *("--enable-prefix-caching", "--enforce-eager", "--no-enable-chunked-prefill"),
     ]
     log = tmp / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
-                                start_new_session=True)  # fmt: skip
+    # the free port is closed again until the server binds it, seconds of imports later, and
+    # another process can take it in between: then the server exits and we try another
+    for _ in range(3):
+        port = _free_port()
+        with log.open("w") as out:
+            proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=tmp,
+                                    start_new_session=True)  # fmt: skip
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)  # needs no key
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
+            ready = _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)  # needs no key
+        except BaseException:
             _stop(proc)
+            raise
+        if ready:
+            break
+        _stop(proc)
+    else:
+        pytest.fail(f"vllm serve found its port taken 3 times:\n{log.read_text()[-3000:]}")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop(proc)
 
 
 def _stop(proc: subprocess.Popen) -> None:
