@@ -68,7 +68,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise InputError(f"{type(cause).__name__}: {cause}", field=key) from None
 
 
-_THROUGHPUT_ONLY = frozenset(
+THROUGHPUT_ONLY = frozenset(
     {
         "batch_size",
         "num_threads",
@@ -135,7 +135,7 @@ def engine_fingerprint(engine: Any, node: DictConfig) -> str:
     assert isinstance(settings, dict)
     material = {
         "weights": getattr(engine, "weights_sha256", engine.model_id),
-        "settings": {k: v for k, v in settings.items() if k not in _THROUGHPUT_ONLY},
+        "settings": {k: v for k, v in settings.items() if k not in THROUGHPUT_ONLY},
         "code": _code_identity(engine),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

@@ -34,6 +34,9 @@ commands:
   validate     check constitution files:               charter validate FILE [FILE ...]
   eval-judge   agreement of a judge with human labels: charter eval-judge data=FILE
                (compare judges: charter eval-judge data=FILE judge=pairwise,pointwise)
+  calibrate    fit the judge's probabilities to human labels, cross-validated:
+               charter calibrate data=FILE [judge=...] [constitution=...] | run_dir=REVIEWED_RUN
+               then use it: charter run judge.calibration=outputs/calibrate/<ts>/calibration.json
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
@@ -42,7 +45,8 @@ commands:
   train        train on a run's data:                  charter train trainer=reward data=RUN_DIR
                (trainer=dpo|sft|online_dpo|grpo|rloo|ppo; the closed loop: experiment=loop_cpu)
   review       the pairs the judge is least sure of:  charter review export RUN_DIR [budget=N]
-               [format=jsonl|csv|argilla]; merge labels: charter review import RUN_DIR FILE
+               [format=jsonl|csv|argilla] [sample=random for an accuracy audit];
+               merge labels: charter review import RUN_DIR FILE
 
 Every model call is cached in <cache_dir>/calls.sqlite (call_cache=false turns it off), so a
 rerun pays only for what changed; `charter run run_dir=DIR` resumes a killed run.
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
             raise SystemExit(2) from None
-    from charter import commands, publishing, review
+    from charter import commands, judge_commands, publishing, review
     from charter.trainers import command as train_command
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         "generate": ("run", commands.run_generate),
         "judge": ("run", commands.run_judge),
         "pairs": ("run", commands.run_pairs),
-        "eval-judge": ("eval_judge", commands.eval_judge),
+        "eval-judge": ("eval_judge", judge_commands.eval_judge),
+        "calibrate": ("calibrate", judge_commands.calibrate),
         "publish": ("publish", publishing.publish_command),
         "review": ("review", review.review_command),
         "train": ("train", train_command.train),

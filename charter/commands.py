@@ -6,12 +6,11 @@ This is the only module that reads configs: it turns them into objects (via
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,11 @@ from charter.building import EngineCache, build, call_stats, open_call_cache, re
 from charter.call_cache import CallStats
 from charter.constitution import format_problems, load_constitution, validate_constitution
 from charter.dataset_card import CardFacts, render_card
-from charter.errors import InputError
-from charter.generators.counting import TokenCountingEngine
 from charter.generators.stage import generate_candidates
-from charter.human_prefs import load_human_pairs
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
-from charter.judge_eval.evaluate import evaluate_judge
-from charter.judge_eval.injection import ATTACKS
-from charter.judge_eval.reliability import plot_reliability, reliability
+from charter.judge_building import build_judge
+from charter.judges.calibrated import CalibratedJudge
+from charter.judges.cascade import CascadeJudge
 from charter.judges.stage import judge_candidates
 from charter.judges.tournament import max_comparisons
 from charter.pairs import make_pairs
@@ -87,12 +83,20 @@ def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
         inputs = [resolve_path(cfg.prompts.path)]
     elif stage == "judge":
         settings = _resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per, cfg.ranking)
-        inputs = [constitution, run_dir / run_files.CANDIDATES]
+        inputs = [constitution, run_dir / run_files.CANDIDATES, *calibration_files(cfg.judge)]
     else:
         settings = _resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
         names = (run_files.CANDIDATES, run_files.JUDGMENTS, run_files.RANKINGS)
         inputs = [constitution, *(run_dir / n for n in names)]
     return run_state.stage_fingerprint(settings, inputs)
+
+
+def calibration_files(judge: DictConfig) -> list[Path]:
+    """The calibration files a judge config reads (its own and its cascade tiers'): a refitted
+    file changes the judge stage's output, so its bytes are part of the stage's fingerprint."""
+    paths = [judge.get("calibration")]
+    paths += [tier.get("calibration") for tier in (judge.get("tiers") or {}).values()]
+    return [resolve_path(str(p)) for p in paths if p]
 
 
 def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
@@ -160,8 +164,8 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     done = stage_fingerprint(cfg, "judge", run_dir)
     run_state.clear_done(run_dir, "judge")
     constitution = _constitution(cfg)
-    engine = engines.get(cfg.judge.engine, "judge.engine")
-    judge = build(cfg.judge, "judge", engine=engine)
+    judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
+    engine = getattr(judge, "engine", None)
     total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
     # a tournament's count depends on the answers: its bar runs to the most it can ask
     bar = (
@@ -187,6 +191,18 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     run_files.write_rows(run_dir, run_files.RANKINGS, rankings)
     run_files.replace_rejects(run_dir, "judge", rejects)
     n = len(judgments)
+    extra: dict[str, Any] = {}
+    if isinstance(judge, CascadeJudge):
+        extra["cascade"] = {
+            **judge.summary(),
+            "needs_human": sum(bool(j.raw["cascade"]["needs_human"]) for j in judgments),
+        }
+    if isinstance(judge, CalibratedJudge):
+        extra["calibration"] = {
+            "file": str(cfg.judge.calibration),
+            "sha256": judge.calibration_sha256,
+            "fitted_on": judge.calibration.n,
+        }
     run_state.update_summary(
         run_dir,
         "judge",
@@ -206,6 +222,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             "seconds": round(seconds, 2),
             "comparisons_per_second": round(n / seconds, 3) if seconds else None,
             "cache": _cache_counts(before, call_stats(engine)),
+            **extra,
         },
         done=done,
     )
@@ -335,7 +352,7 @@ def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = Non
     verification: dict[str, Any] = {"enabled": settings.verify, "min_margin": settings.min_margin}
     judgments, verify_rejects, judge_method, template_sha = [], [], "", ""
     if settings.verify:
-        judge = build(cfg.judge, "judge", engine=engines.get(cfg.judge.engine, "judge.engine"))
+        judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
         total = sum(len(c.principle_ids) for c in report.kept)
         start = time.perf_counter()
         with stage_progress("verify (comparisons x2 orders)", total) as advance:
@@ -344,7 +361,7 @@ def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = Non
                 judge,
                 constitution,
                 min_margin=settings.min_margin,
-                chunk_size=stage_chunk_size(cfg, judge.engine),
+                chunk_size=stage_chunk_size(cfg, getattr(judge, "engine", None)),
                 on_progress=advance,
             )
         judgments, verify_rejects, kept = result.judgments, result.rejects, result.kept
@@ -524,54 +541,3 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
             "output": str(run_dir),
         },
     )
-
-
-def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
-    """``charter eval-judge``: agreement, biases, calibration and cost against human labels."""
-    path = resolve_path(cfg.data)
-    pairs, rejects = load_human_pairs(path, limit=cfg.limit)
-    if not pairs:
-        raise InputError("no usable human-labelled pairs", file=str(path))
-    constitution = _constitution(cfg)
-    engine = TokenCountingEngine(_engines(cfg).get(cfg.judge.engine, "judge.engine"))
-    judge = build(cfg.judge, "judge", engine=engine)
-    attacked_n = min(cfg.injection_pairs, len(pairs)) * len(ATTACKS)
-    with stage_progress("eval-judge (comparisons)", len(pairs) + attacked_n) as advance:
-        report, judgments, attacked = evaluate_judge(
-            pairs,
-            judge,
-            constitution,
-            seed=cfg.seed,
-            principle=cfg.principle,
-            chunk_size=stage_chunk_size(cfg, engine),
-            injection_pairs=cfg.injection_pairs,
-            on_progress=advance,
-        )
-    report = replace(
-        report, tokens_per_comparison=engine.prompt_tokens / (len(judgments) + len(attacked))
-    )
-    rows = [{**to_row(j), "human_choice": "chosen"} for j in judgments]
-    write_jsonl_atomic(run_dir / "verdicts.jsonl", rows)
-    if attacked:
-        write_jsonl_atomic(run_dir / "injection_verdicts.jsonl", [to_row(j) for j in attacked])
-    if rejects:
-        write_jsonl_atomic(run_dir / "rejects.jsonl", [asdict(r) for r in rejects])
-    result = {
-        "judge": judge_label(cfg),
-        **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()},
-    }
-    bins = reliability([j.p_a for j in judgments])
-    reliability_rows = [asdict(b) for b in bins]
-    write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(run_dir / "reliability.json", json.dumps(reliability_rows, indent=2) + "\n")
-    plot_reliability({result["judge"]: bins}, run_dir / "reliability.png", title=result["judge"])
-    print(json.dumps(result), flush=True)
-
-
-def judge_label(cfg: DictConfig) -> str:
-    """A short name for a judge configuration: method, model and the options that differ."""
-    target = str(cfg.judge._target_).rsplit(".", 1)[-1]
-    if cfg.judge.get("condition", "principle") != "principle":  # judge=pmi vs judge=contrast
-        target += f"[{cfg.judge.condition}]"
-    engine = cfg.judge.engine
-    return f"{target}({engine.get('model') or engine.get('model_id') or engine._target_})"

@@ -36,7 +36,9 @@ def check_signature(path: str, node: DictConfig) -> None:
     target = get_object(node._target_)
     params = inspect.signature(target).parameters
     keys = {k for k in node if not str(k).startswith("_")}
-    unknown = keys - set(params)
+    # a judge's calibration file is read by charter.judge_building, which wraps the judge
+    is_judge = path == "judge" or path.startswith("judge.tiers.")
+    unknown = keys - set(params) - ({"calibration"} if is_judge else set())
     assert not unknown, f"{path}: {node._target_} takes no {sorted(unknown)}"
     required = {
         n
@@ -88,6 +90,25 @@ def test_eval_judge_config_composes() -> None:
     assert cfg.data == "x.jsonl"
     for path, node in targets(cfg):
         check_signature(path, node)
+
+
+def test_calibrate_config_composes() -> None:
+    cfg = compose_all("calibrate", ["data=x.jsonl", "judge=jury"])
+    OmegaConf.resolve(cfg)
+    assert cfg.data == "x.jsonl"
+    found = targets(cfg)
+    assert {p for p, _ in found} >= {"judge", "calibration"}
+    for path, node in found:
+        check_signature(path, node)
+
+
+def test_cascade_tiers_are_judge_configs_with_their_own_engines() -> None:
+    cfg = compose_all("run", ["judge=cascade", "judge.tiers.strong.engine.model=/m/big.gguf"])
+    OmegaConf.resolve(cfg)
+    assert list(cfg.judge.tiers) == ["cheap", "strong"]
+    assert cfg.judge.tiers.strong.engine.model == "/m/big.gguf"
+    assert cfg.judge.tiers.cheap.engine.model != "/m/big.gguf"
+    assert "engine" not in cfg.judge  # each tier loads its own, lazily
 
 
 def test_bundled_files_named_by_configs_exist() -> None:

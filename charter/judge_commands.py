@@ -1,0 +1,262 @@
+"""The commands that measure a judge against people: ``eval-judge`` and ``calibrate``.
+
+Like :mod:`charter.commands`, this is where their configs become objects; the measuring itself
+lives in :mod:`charter.judge_eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from charter import run_files
+from charter.building import EngineCache, build, open_call_cache, resolve_path
+from charter.commands import stage_chunk_size
+from charter.constitution import load_constitution
+from charter.errors import InputError
+from charter.generators.counting import TokenCountingEngine
+from charter.human_prefs import HumanPair, load_human_pairs
+from charter.jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
+from charter.judge_building import build_judge, judge_fingerprint, judge_name
+from charter.judge_eval.calibration import (
+    FitSettings,
+    JudgeSignals,
+    LabelledSignals,
+    fit_calibration,
+)
+from charter.judge_eval.evaluate import comparisons_for, evaluate_judge
+from charter.judge_eval.injection import ATTACKS
+from charter.judge_eval.reliability import plot_reliability, reliability
+from charter.judges.cascade import CascadeJudge
+from charter.judges.stage import judge_in_chunks
+from charter.progress import stage_progress, summary_table
+from charter.records import Judgment, to_row
+
+
+def _judge_engine(cfg: DictConfig, engines: EngineCache) -> Any:
+    """A token-counting engine for a judge that has one (None for tiers or a reward model)."""
+    node = cfg.judge.get("engine")
+    if node is None or cfg.judge.get("tiers") is not None:
+        return None
+    return TokenCountingEngine(engines.get(node, "judge.engine"))
+
+
+def _prompt_tokens(judge: Any, engine: Any) -> int | None:
+    if engine is not None:
+        return engine.prompt_tokens
+    if isinstance(judge, CascadeJudge):
+        counts = [s.prompt_tokens for s in judge.tier_stats.values() if s.prompt_tokens]
+        return sum(counts) if counts else None
+    inner = getattr(judge, "inner", judge)
+    tokens = getattr(inner, "prompt_tokens", None)
+    return tokens if isinstance(tokens, int) else None
+
+
+def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
+    """``charter eval-judge``: agreement, biases, calibration and cost against human labels."""
+    path = resolve_path(cfg.data)
+    pairs, rejects = load_human_pairs(path, limit=cfg.limit)
+    if not pairs:
+        raise InputError("no usable human-labelled pairs", file=str(path))
+    constitution = load_constitution(resolve_path(cfg.constitution.path))
+    engines = EngineCache(open_call_cache(cfg))
+    engine = _judge_engine(cfg, engines)
+    judge = build_judge(
+        cfg.judge, "judge", engines, constitution_sha256=constitution.sha256, engine=engine
+    )
+    attacked_n = min(cfg.injection_pairs, len(pairs)) * len(ATTACKS)
+    with stage_progress("eval-judge (comparisons)", len(pairs) + attacked_n) as advance:
+        report, judgments, attacked = evaluate_judge(
+            pairs,
+            judge,
+            constitution,
+            seed=cfg.seed,
+            principle=cfg.principle,
+            chunk_size=stage_chunk_size(cfg, engine),
+            injection_pairs=cfg.injection_pairs,
+            on_progress=advance,
+        )
+    tokens = _prompt_tokens(judge, engine)
+    report = replace(
+        report,
+        tokens_per_comparison=tokens / (len(judgments) + len(attacked))
+        if tokens is not None
+        else None,
+    )
+    rows = [{**to_row(j), "human_choice": "chosen"} for j in judgments]
+    write_jsonl_atomic(run_dir / "verdicts.jsonl", rows)
+    if attacked:
+        write_jsonl_atomic(run_dir / "injection_verdicts.jsonl", [to_row(j) for j in attacked])
+    if rejects:
+        write_jsonl_atomic(run_dir / "rejects.jsonl", [asdict(r) for r in rejects])
+    result = {
+        "judge": judge_label(cfg),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(report).items()},
+    }
+    if isinstance(judge, CascadeJudge):
+        result["cascade"] = judge.summary()
+    bins = reliability([j.p_a for j in judgments])
+    reliability_rows = [asdict(b) for b in bins]
+    write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(run_dir / "reliability.json", json.dumps(reliability_rows, indent=2) + "\n")
+    plot_reliability({result["judge"]: bins}, run_dir / "reliability.png", title=result["judge"])
+    print(json.dumps(result), flush=True)
+
+
+def judge_label(cfg: DictConfig) -> str:
+    """A short name for a judge configuration: method, model and the options that differ."""
+    label = judge_name(cfg.judge)
+    if cfg.judge.get("condition", "principle") != "principle":  # judge=pmi vs judge=contrast
+        name, _, model = label.partition("(")
+        label = f"{name}[{cfg.judge.condition}]({model}"
+    if cfg.judge.get("calibration"):
+        label += " calibrated"
+    return label
+
+
+# --- charter calibrate ---------------------------------------------------------------------
+
+
+def _signals(pairs: list[HumanPair], judgments: list[Judgment]) -> list[LabelledSignals]:
+    """Judgments made with a = the human choice, as labelled signals (label 1)."""
+    return [
+        LabelledSignals(j.principle_id, JudgeSignals.of(j, p.chosen, p.rejected), 1)
+        for p, j in zip(pairs, judgments, strict=True)
+    ]
+
+
+def labelled_from_run(run_dir: Path) -> tuple[list[LabelledSignals], DictConfig, str]:
+    """The human-labelled pairs of a reviewed run with the run's own judgments of them.
+
+    Returns:
+        the labelled signals, the run's judge config and its constitution's sha256.
+    """
+    reviewed = run_dir / "reviewed" / run_files.PAIRS
+    if not reviewed.exists():
+        raise InputError(
+            f"no reviewed pairs; label a queue and run `charter review import {run_dir} FILE`",
+            file=str(reviewed),
+        )
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.exists():
+        raise InputError("the run has no saved config (.hydra/config.yaml)", file=str(run_dir))
+    config = OmegaConf.load(config_path)
+    judgments = {
+        frozenset((row["candidate_a"], row["candidate_b"])): row
+        for _, row in read_jsonl(run_dir / run_files.JUDGMENTS)
+    }
+    rows, sha = [], ""
+    for _, pair in read_jsonl(reviewed):
+        if pair.get("label_source") != "human":
+            continue
+        sha = pair["constitution_sha256"]
+        found = judgments.get(frozenset((pair["chosen_id"], pair["rejected_id"])))
+        if found is None:
+            continue
+        j = Judgment(**{k: found[k] for k in Judgment.__dataclass_fields__ if k in found})
+        texts = {
+            pair["chosen_id"]: pair["chosen"][-1]["content"],
+            pair["rejected_id"]: pair["rejected"][-1]["content"],
+        }
+        signals = JudgeSignals.of(j, texts[j.candidate_a], texts[j.candidate_b])
+        label = int(pair["chosen_id"] == j.candidate_a)
+        rows.append(LabelledSignals(j.principle_id, signals, label))
+    return rows, config.judge, sha
+
+
+def calibrate(cfg: DictConfig, run_dir: Path) -> None:
+    """``charter calibrate``: fit a calibration of the judge on human labels, cross-validated.
+
+    With ``data=FILE`` the judge judges the labelled pairs (both orders, served from the call
+    cache when it has judged them before); with ``run_dir=RUN`` the reviewed run's own judgments
+    and human labels are used, and the calibration is for that run's judge.
+    """
+    settings: FitSettings = build(cfg.calibration, "calibration")
+    if (cfg.get("data") is None) == (cfg.get("run_dir") is None):
+        raise InputError("give one of data=FILE (human-labelled pairs) or run_dir=RUN (reviewed)")
+    if cfg.get("run_dir") is not None:
+        source = str(cfg.run_dir)
+        rows, judge_node, constitution_sha = labelled_from_run(resolve_path(source))
+        verdicts: list[dict[str, Any]] = []
+        judge_seconds = None
+    else:
+        if cfg.judge.get("tiers") is not None:
+            raise InputError(
+                "a cascade is calibrated tier by tier: run calibrate with each tier's judge config",
+                field="judge",
+            )
+        if cfg.judge.get("calibration"):
+            raise InputError(
+                "calibrate fits a new calibration from the raw judge; drop judge.calibration",
+                field="judge.calibration",
+            )
+        path = resolve_path(cfg.data)
+        source = str(path)
+        pairs, _ = load_human_pairs(path, limit=cfg.limit)
+        constitution = load_constitution(resolve_path(cfg.constitution.path))
+        constitution_sha, judge_node = constitution.sha256, cfg.judge
+        engines = EngineCache(open_call_cache(cfg))
+        judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution_sha)
+        comparisons = comparisons_for(pairs, constitution, seed=cfg.seed, principle=cfg.principle)
+        start = time.perf_counter()
+        with stage_progress("calibrate (comparisons)", len(comparisons)) as advance:
+            chunk = stage_chunk_size(cfg, getattr(judge, "engine", None))
+            judgments = judge_in_chunks(comparisons, judge, chunk, advance)
+        judge_seconds = round(time.perf_counter() - start, 2)
+        rows = _signals(pairs, judgments)
+        verdicts = [{**to_row(j), "human_choice": "chosen"} for j in judgments]
+    calibration, held_out = fit_calibration(
+        rows,
+        settings,
+        judge_fingerprint=judge_fingerprint(judge_node),
+        judge=judge_name(judge_node),
+        constitution_sha256=constitution_sha,
+        source=source,
+    )
+    write_text_atomic(run_dir / "calibration.json", calibration.to_json())
+    if verdicts:
+        write_jsonl_atomic(run_dir / "verdicts.jsonl", verdicts)
+    metrics = {
+        "judge": calibration.judge,
+        "data": source,
+        "n": calibration.n,
+        "judge_seconds": judge_seconds,
+        "features": calibration.features,
+        "coefficients": calibration.pooled,
+        "per_principle": sorted(calibration.per_principle),
+        **calibration.cv,
+    }
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_reliability(
+        {
+            "raw": reliability(held_out.on_label(held_out.raw)),
+            "calibrated (CV)": reliability(held_out.on_label(held_out.calibrated)),
+        },
+        run_dir / "reliability.png",
+        title=f"{calibration.judge}: raw vs calibrated",
+    )
+    before, after = calibration.cv["before"], calibration.cv["after"]
+
+    def cell(block: dict[str, Any], key: str) -> str:
+        m = block[key]
+        return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+
+    summary_table(
+        f"charter calibrate: {calibration.judge}, {calibration.n} labelled pairs, "
+        f"{calibration.cv['folds']}-fold CV",
+        {
+            **{
+                f"{key} raw -> calibrated": f"{cell(before, key)} -> {cell(after, key)}"
+                for key in ("agreement", "length_controlled_agreement", "log_loss", "brier", "ece")
+            },
+            "fitted per principle": ", ".join(sorted(calibration.per_principle)) or "none (pooled)",
+            "calibration": str(run_dir / "calibration.json"),
+            "use it with": f"judge.calibration={run_dir / 'calibration.json'}",
+        },
+    )
+    print(json.dumps(metrics), flush=True)
