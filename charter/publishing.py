@@ -37,6 +37,7 @@ from charter.constitution import load_constitution
 from charter.errors import InputError
 from charter.exports import ExportFormat, check_format, export_row, file_suffix
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic
+from charter.review_audit import card_section
 
 REVIEWED_PAIRS = Path("reviewed") / "pairs.jsonl"
 """Pairs with human review labels merged in (``charter review import``); preferred when present."""
@@ -140,6 +141,7 @@ def upload_card(
     fmt: str,
     reviewed: int = 0,
     sft: dict[str, tuple[str, int]] | None = None,
+    accuracy: dict[str, Any] | None = None,
 ) -> str:
     """The run's card with its Hub header pointing at the split files, plus a files section.
 
@@ -197,6 +199,7 @@ def upload_card(
             "the rest the judge's label (`label_source: judge`). See `charter review`.",
             "",
         ]
+    files += card_section(accuracy)
     head = yaml.safe_dump(header, sort_keys=False).strip()
     return f"---\n{head}\n---\n{body.rstrip()}\n" + "\n".join(files)
 
@@ -231,6 +234,14 @@ def _write_sft(run_dir: Path, folder: Path, test_fraction: float) -> dict[str, t
             Dataset.from_list(split_rows).to_parquet(str(folder / "sft" / f"{split}.parquet"))
             written[split] = (f"sft/{split}.parquet", len(split_rows))
     return written
+
+
+def _accuracy_estimate(run_dir: Path) -> dict[str, Any] | None:
+    """The label-accuracy estimate of ``charter review import``, if the run was reviewed."""
+    report = run_dir / REVIEWED_PAIRS.parent / "report.json"
+    if not report.exists():
+        return None
+    return json.loads(report.read_text(encoding="utf-8")).get("accuracy_estimate")
 
 
 def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
@@ -270,7 +281,13 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
         reviewed = sum(r.get("label_source") == "human" for r in rows)
         sft = _write_sft(run_dir, tmp, settings.test_fraction)
         card = upload_card(
-            card_path.read_text(encoding="utf-8"), data_files, counts, fmt, reviewed, sft
+            card_path.read_text(encoding="utf-8"),
+            data_files,
+            counts,
+            fmt,
+            reviewed,
+            sft,
+            _accuracy_estimate(run_dir),
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         shutil.copyfile(constitution, tmp / "constitution.yaml")

@@ -27,7 +27,7 @@ import csv
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,13 @@ from charter.errors import InputError
 from charter.exports import conversation_text
 from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
 from charter.records import Reject
+from charter.review_audit import (
+    RANDOM,
+    UNCERTAINTY,
+    accuracy_estimate,
+    probabilities_kind,
+    random_sample,
+)
 
 REVIEW_DIR = "review"
 QUEUE = "queue.jsonl"
@@ -58,14 +65,23 @@ class ReviewSettings:
         format: ``jsonl``, ``csv`` or ``argilla`` (a folder of Argilla 2.x settings and records).
         swap_weight: weight of a swap-inconsistent judgment in the uncertainty score.
         jury_weight: weight of the share of jurors disagreeing with the published label.
+        sample: ``uncertainty`` (the least sure first; a cascade's ``needs_human`` pairs before
+            all) or ``random`` (a uniform audit sample, which gives an accuracy estimate).
+        seed: the random audit's draw.
     """
 
     budget: int = 50
     format: str = "jsonl"
     swap_weight: float = 1.0
     jury_weight: float = 2.0
+    sample: str = UNCERTAINTY
+    seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.sample not in (UNCERTAINTY, RANDOM):
+            raise InputError(
+                f"sample must be 'uncertainty' or 'random', got {self.sample!r}", field="sample"
+            )
         if self.budget < 1:
             raise InputError(f"budget must be at least 1, got {self.budget}", field="budget")
         if self.format not in FORMATS:
@@ -89,6 +105,7 @@ class QueueItem:
     p_chosen: float
     margin: float
     swap_consistent: bool
+    selection: str = UNCERTAINTY
 
 
 def review_id(row: dict[str, Any]) -> str:
@@ -123,33 +140,40 @@ def _chosen_first(rid: str) -> bool:
 
 
 def build_queue(rows: list[dict[str, Any]], settings: ReviewSettings) -> list[QueueItem]:
-    """The ``budget`` most uncertain pairs, most uncertain first (ties by review id)."""
-    items = []
-    for row in rows:
-        rid = review_id(row)
-        score, reasons = uncertainty(row, settings)
-        first = _chosen_first(rid)
-        a, b = (
-            (row["chosen_id"], row["rejected_id"])
-            if first
-            else (row["rejected_id"], row["chosen_id"])
-        )
-        items.append(
-            QueueItem(
-                review_id=rid,
-                prompt_id=row["prompt_id"],
-                a_id=a,
-                b_id=b,
-                judge_choice="a" if first else "b",
-                uncertainty=score,
-                reasons=reasons,
-                p_chosen=row["p_chosen"],
-                margin=row["margin"],
-                swap_consistent=bool(row.get("swap_consistent", True)),
-            )
-        )
-    items.sort(key=lambda q: (-q.uncertainty, q.review_id))
+    """The ``budget`` most uncertain pairs, most uncertain first (ties by review id), a cascade's
+    ``needs_human`` pairs before all others; or, with ``sample=random``, a seeded uniform sample
+    in draw order."""
+    if settings.sample == RANDOM:
+        picked = [rows[i] for i in random_sample(rows, settings.budget, settings.seed)]
+        return [replace(_item(row, settings), selection=RANDOM) for row in picked]
+    items = [_item(row, settings) for row in rows]
+    flagged = {review_id(r) for r in rows if r.get("needs_human")}
+    items.sort(key=lambda q: (q.review_id not in flagged, -q.uncertainty, q.review_id))
     return items[: settings.budget]
+
+
+def _item(row: dict[str, Any], settings: ReviewSettings) -> QueueItem:
+    """A pairs row as a queue item, its shown order fixed by a hash of its id."""
+    rid = review_id(row)
+    score, reasons = uncertainty(row, settings)
+    if row.get("needs_human"):
+        reasons = ["needs_human (every cascade tier was unsure)", *reasons]
+    first = _chosen_first(rid)
+    a, b = (
+        (row["chosen_id"], row["rejected_id"]) if first else (row["rejected_id"], row["chosen_id"])
+    )
+    return QueueItem(
+        review_id=rid,
+        prompt_id=row["prompt_id"],
+        a_id=a,
+        b_id=b,
+        judge_choice="a" if first else "b",
+        uncertainty=score,
+        reasons=reasons,
+        p_chosen=row["p_chosen"],
+        margin=row["margin"],
+        swap_consistent=bool(row.get("swap_consistent", True)),
+    )
 
 
 def _labelling_row(item: QueueItem, row: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +267,23 @@ def with_jury_votes(rows: list[dict[str, Any]], judgments_path: Path) -> list[di
     return out
 
 
+def with_needs_human(rows: list[dict[str, Any]], judgments_path: Path) -> list[dict[str, Any]]:
+    """Rows with ``needs_human: true`` where a cascade's last tier was still unsure of the
+    judgment comparing the same two candidates."""
+    if not judgments_path.exists():
+        return rows
+    flagged = set()
+    for _, j in read_jsonl(judgments_path):
+        if ((j.get("raw") or {}).get("cascade") or {}).get("needs_human"):
+            flagged.add(frozenset((j["candidate_a"], j["candidate_b"])))
+    return [
+        {**row, "needs_human": True}
+        if frozenset((row["chosen_id"], row["rejected_id"])) in flagged
+        else row
+        for row in rows
+    ]
+
+
 def export_queue(run_dir: Path, settings: ReviewSettings) -> tuple[Path, list[QueueItem], int]:
     """Write the queue (``review/queue.jsonl``) and its labelling file; return the file's path,
     the queue and the number of pairs in the run."""
@@ -252,7 +293,8 @@ def export_queue(run_dir: Path, settings: ReviewSettings) -> tuple[Path, list[Qu
             f"no pairs to review; run `charter pairs run_dir={run_dir}` first", file=str(path)
         )
     rows = [row for _, row in read_jsonl(path)]
-    queue = build_queue(with_jury_votes(rows, run_dir / run_files.JUDGMENTS), settings)
+    judgments = run_dir / run_files.JUDGMENTS
+    queue = build_queue(with_needs_human(with_jury_votes(rows, judgments), judgments), settings)
     by_id = {review_id(r): r for r in rows}
     out = run_dir / REVIEW_DIR
     write_jsonl_atomic(out / QUEUE, [asdict(q) for q in queue])
@@ -469,6 +511,15 @@ def import_labels(run_dir: Path, file: Path) -> tuple[list[dict[str, Any]], dict
     rows = [row for _, row in read_jsonl(run_dir / run_files.PAIRS)]
     merged, rejects = merge_labels(rows, queue, labels)
     report = {"file": str(file), **agreement_report(queue, labels, len(rows))}
+    judgments_path = run_dir / run_files.JUDGMENTS
+    judgments = [j for _, j in read_jsonl(judgments_path)] if judgments_path.exists() else []
+    report["accuracy_estimate"] = accuracy_estimate(
+        rows,
+        {rid: q.selection for rid, q in queue.items()},
+        {rid: queue[rid].judge_choice == lab for rid, lab in labels.items() if lab != "tie"},
+        review_id,
+        probabilities_kind(judgments),
+    )
     out = run_dir / REVIEWED_DIR
     write_jsonl_atomic(out / "pairs.jsonl", merged)
     write_jsonl_atomic(out / "rejects.jsonl", [asdict(r) for r in rejects])
@@ -502,9 +553,10 @@ def review_command(cfg: Any, _output_dir: Path) -> None:
     if cfg.action == "export":
         settings = build(cfg.queue, "queue")
         dest, queue, total = export_queue(run_dir, settings)
+        what = "random audit" if settings.sample == RANDOM else "least sure first"
         console.print(
-            f"review queue: {len(queue)} of {total} pairs sent to people, {total - len(queue)} "
-            f"kept with the judge's label; label file: {dest}",
+            f"review queue ({what}): {len(queue)} of {total} pairs sent to people, "
+            f"{total - len(queue)} kept with the judge's label; label file: {dest}",
             soft_wrap=True,
             highlight=False,
         )
