@@ -49,7 +49,10 @@ def check_reward_model(path: str | Path) -> Path:
             file=str(config),
             field="judge.model",
         )
-    labels = data.get("num_labels", len(data.get("id2label") or {}) or 1)
+    from transformers import AutoConfig
+
+    # transformers leaves the label count out of config.json when it is its default (2)
+    labels = AutoConfig.from_pretrained(str(folder)).num_labels
     if labels != 1:
         raise InputError(
             f"a reward model has one output; this classifier has {labels} labels",
