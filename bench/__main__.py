@@ -16,6 +16,7 @@ BENCHMARKS = (
     ("judge_prefix_sharing", "judge scoring with and without shared-prefix KV reuse", None),
     ("rerun_after_edit", "rerun after editing one principle vs a full run", None),
     ("ranking_cost", "tournament ranking vs all pairs: comparisons, time, agreement", None),
+    ("judge_trust", "judges raw vs calibrated, cascades, PPI label-accuracy estimates", None),
     ("engine_throughput", "vLLM vs bare vLLM vs transformers", "vllm"),
 )
 
