@@ -182,3 +182,26 @@ def test_cascade_on_the_real_model(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())["judge"]["cascade"]
     assert summary["tiers"]["cheap"]["comparisons"] == len(judgments)
     assert summary["tiers"]["cheap"]["prompt_tokens"] > 0
+
+
+def test_a_calibration_fitted_on_the_plain_judge_fits_the_same_tier() -> None:
+    """`charter calibrate judge=pairwise judge.engine.model=M` is valid for a cascade tier on M:
+    the tier's config is the plain judge's, so their fingerprints match."""
+    from hydra import compose, initialize_config_module
+
+    from charter.building import register_resolvers
+    from charter.judge_building import judge_fingerprint
+
+    register_resolvers()
+    with initialize_config_module("charter.conf", version_base="1.3"):
+        plain = compose(
+            "calibrate", ["judge.engine.model=/m/big.gguf", "judge.engine.batch_size=4"]
+        )
+        cascade = compose("run", ["judge=cascade", "judge.tiers.strong.engine.model=/m/big.gguf"])
+        other = compose(
+            "calibrate", ["judge.engine.model=/m/big.gguf", "judge.combine=probability"]
+        )
+    strong = judge_fingerprint(cascade.judge.tiers.strong)
+    assert judge_fingerprint(plain.judge) == strong
+    assert judge_fingerprint(cascade.judge.tiers.cheap) != strong
+    assert judge_fingerprint(other.judge) != strong

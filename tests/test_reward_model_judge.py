@@ -135,14 +135,9 @@ def test_smollm2_reward_model_as_the_cheap_tier_of_a_cascade(tmp_path: Path) -> 
     result = charter(
         "run",
         "experiment=smoke",
-        "judge=cascade",
+        "judge=cascade_reward_model",
         "judge.escalate_below=0.9",
-        f"+judge.tiers.cheap.model={model}",
-        "judge.tiers.cheap._target_=charter.judges.reward_model.RewardModelJudge",
-        "~judge.tiers.cheap.engine",
-        "~judge.tiers.cheap.combine",
-        "~judge.tiers.cheap.template",
-        "~judge.tiers.cheap.use_examples",
+        f"judge.tiers.cheap.model={model}",
         f"hydra.run.dir={run}",
         cwd=tmp_path,
     )
