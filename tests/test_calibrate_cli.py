@@ -4,40 +4,20 @@ and the real small model, and one clear line for each user mistake."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from charter.judge_eval.calibration import JudgeSignals, load_calibration
 from charter.records import Judgment
+from tests.cli import HUMAN_PREFS, charter, one_error_line
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "human_prefs"
+DATA = HUMAN_PREFS
 PANDALM = DATA / "pandalm_dev.jsonl"
 pytestmark = pytest.mark.skipif(
     not DATA.exists(), reason="needs ../shared/data/human_prefs beside the checkout"
 )
 FAKE = "engine@judge.engine=fake"
-
-
-def charter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from charter.cli import main; main()", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    out = result.stdout + result.stderr
-    assert result.returncode == 2, out
-    assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, out
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ doubts go to people first, and the cost of each tier is counted."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from charter.generators.fake_engine import FakeEngine
 from charter.judges.cascade import CascadeJudge
 from charter.judges.pairwise import PairwiseLogprobJudge
 from charter.judges.protocol import Comparison
+from tests.cli import charter
 from tests.fixtures import principle
 
 
@@ -106,16 +105,6 @@ def test_what_the_last_tier_doubts_needs_a_human() -> None:
 def test_escalate_below_is_checked() -> None:
     with pytest.raises(ValueError, match="escalate_below"):
         CascadeJudge({"x": lambda: None}, escalate_below=0.3)  # type: ignore[dict-item,return-value]
-
-
-def charter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from charter.cli import main; main()", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def test_cascade_through_the_cli_sends_needs_human_pairs_first(tmp_path: Path) -> None:

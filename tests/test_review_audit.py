@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from charter.review import ReviewSettings, build_queue
+from tests.cli import charter
 
 
 def pair(pid: str, p: float) -> dict[str, object]:
@@ -36,16 +35,6 @@ def test_a_random_sample_is_seeded_and_not_the_least_sure() -> None:
     assert [q.prompt_id for q in least_sure] == [f"p{i:02d}" for i in range(8)]
     assert [q.prompt_id for q in audit] != [q.prompt_id for q in least_sure]
     assert len({q.review_id for q in audit}) == 8
-
-
-def charter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from charter.cli import main; main()", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
