@@ -17,9 +17,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from charter.building import build, register_resolvers, resolve_path
+from charter.building import EngineCache, register_resolvers, resolve_path
 from charter.constitution import load_constitution
 from charter.human_prefs import HumanPair
+from charter.judge_building import build_judge
 from charter.judge_eval.evaluate import evaluate_judge
 from charter.judge_eval.injection import ATTACKS
 
@@ -83,7 +84,8 @@ def test_default_judge_injection_flip_rate_stays_under_its_bound() -> None:
     with initialize_config_module("charter.conf", version_base="1.3"):
         cfg = compose("run", overrides=[])
     OmegaConf.resolve(cfg)
-    judge = build(cfg.judge, "judge", engine=TransformersEngine("smollm2-135m-instruct"))
+    engine = TransformersEngine("smollm2-135m-instruct")
+    judge = build_judge(cfg.judge, "judge", EngineCache(), engine=engine)
     constitution = load_constitution(resolve_path(cfg.constitution.path))
     source, pairs = slice_pairs()
     report, clean, attacked = evaluate_judge(

@@ -11,8 +11,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from charter.building import build, register_resolvers
+from charter.building import EngineCache, register_resolvers
 from charter.generators.fake_engine import FakeEngine
+from charter.judge_building import build_judge
 from charter.judge_eval.agreement import fleiss_kappa, jury_agreement
 from charter.judges.jury import JuryJudge, pool_labels
 from charter.judges.pairwise import PairwiseLogprobJudge
@@ -105,7 +106,7 @@ def test_the_jury_config_builds_one_jury_on_one_engine() -> None:
         cfg = compose("run", overrides=["judge=jury", "engine@judge.engine=fake"])
     OmegaConf.resolve(cfg)
     engine = FakeEngine()
-    jury = build(cfg.judge, "judge", engine=engine)
+    jury = build_judge(cfg.judge, "judge", EngineCache(), engine=engine)
     assert list(jury.members) == ["pairwise", "pointwise", "contrast"]
     assert all(m.engine is engine for m in jury.members.values())
     (j,) = jury.judge([comparison()])

@@ -20,6 +20,7 @@ from charter.building import EngineCache, build, open_call_cache, resolve_path
 from charter.constitution import load_constitution
 from charter.errors import InputError
 from charter.jsonl import write_jsonl_atomic, write_text_atomic
+from charter.judge_building import build_judge
 from charter.progress import console, summary_table
 from charter.prompts import PromptFields, load_prompts
 from charter.trainers.common import TrainResult
@@ -39,7 +40,8 @@ def _prompts(cfg: DictConfig) -> list[Any]:
 
 
 def _judge(cfg: DictConfig, engines: EngineCache) -> Any:
-    return build(cfg.judge, "judge", engine=engines.get(cfg.judge.engine, "judge.engine"))
+    constitution = load_constitution(resolve_path(cfg.constitution.path))
+    return build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
 
 
 def _pointwise_reward(cfg: DictConfig, engines: EngineCache) -> JudgeReward:
