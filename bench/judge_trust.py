@@ -161,6 +161,24 @@ def cascade_table(cheap: Judged, strong: Judged, thresholds: list[float]) -> Non
             )
 
 
+def to_people_table(last: Judged, thresholds: list[float]) -> None:
+    """The last tier's doubts go to people (``needs_human``): how many, and how good the
+    labels the judge keeps are. People's labels count as right (they are the reference)."""
+    confidence = np.maximum(last.calibrated, 1 - last.calibrated)
+    right = (last.calibrated > 0.5).astype(float)
+    print(f"\n{last.name}'s calibrated doubts sent to people (needs_human)")
+    print(
+        "| needs_human when | share to people | agreement of the labels the judge keeps |"
+        " agreement of all published labels |"
+    )
+    print("|---|---|---|---|")
+    for t in thresholds:
+        kept = confidence >= t
+        kept_agree = f"{right[kept].mean():.3f} (n={int(kept.sum())})" if kept.any() else "–"
+        overall = float(np.where(kept, right, 1.0).mean())
+        print(f"| conf < {t} | {1 - kept.mean():.2f} | {kept_agree} | {overall:.3f} |")
+
+
 def audit_table(strong: Judged, run_sizes: list[int], audit: int, draws: int) -> None:
     """Random runs from the rows, each with a random audit; the judge labels every pair with its
     calibrated pick, and people agree with that pick where it matches the human choice."""
@@ -228,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     judge_table([cheap, strong, *others])
     for tier in (cheap, *others):
         cascade_table(tier, strong, args.thresholds)
+    to_people_table(strong, args.thresholds)
     audit_table(strong, [40, len(strong.ids)], args.audit, args.draws)
 
 
