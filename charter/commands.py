@@ -20,9 +20,9 @@ from charter import run_files, run_state
 from charter.building import EngineCache, build, call_stats, open_call_cache, resolve_path
 from charter.call_cache import CallStats
 from charter.constitution import format_problems, load_constitution, validate_constitution
-from charter.dataset_card import CardFacts, render_card
+from charter.dataset_card import CardFacts, judge_section, render_card
 from charter.generators.stage import generate_candidates
-from charter.jsonl import atomic_dir, read_jsonl, write_jsonl_atomic, write_text_atomic
+from charter.jsonl import atomic_dir, read_jsonl, write_text_atomic
 from charter.judge_building import build_judge
 from charter.judges.calibrated import CalibratedJudge
 from charter.judges.cascade import CascadeJudge
@@ -32,11 +32,6 @@ from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
 from charter.prompts import PromptFields, load_prompts
 from charter.records import to_row
-from charter.revisions.outputs import UNVERIFIED, preference_pair, sft_row
-from charter.revisions.report import revise_section
-from charter.revisions.stage import revise_prompts
-from charter.revisions.verify import verify_revisions
-from charter.schema_check import check_rows
 
 
 def validate(paths: list[str]) -> int:
@@ -57,15 +52,15 @@ def validate(paths: list[str]) -> int:
     return status
 
 
-def _constitution(cfg: DictConfig):
+def run_constitution(cfg: DictConfig):
     return load_constitution(resolve_path(cfg.constitution.path))
 
 
-def _engines(cfg: DictConfig) -> EngineCache:
+def run_engines(cfg: DictConfig) -> EngineCache:
     return EngineCache(open_call_cache(cfg))
 
 
-def _resolved(*nodes: Any) -> list[Any]:
+def resolved(*nodes: Any) -> list[Any]:
     return [
         OmegaConf.to_container(n, resolve=True) if isinstance(n, DictConfig) else n for n in nodes
     ]
@@ -79,13 +74,13 @@ def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
     """
     constitution = resolve_path(cfg.constitution.path)
     if stage == "generate":
-        settings = _resolved(cfg.generator, cfg.prompts)
+        settings = resolved(cfg.generator, cfg.prompts)
         inputs = [resolve_path(cfg.prompts.path)]
     elif stage == "judge":
-        settings = _resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per, cfg.ranking)
+        settings = resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per, cfg.ranking)
         inputs = [constitution, run_dir / run_files.CANDIDATES, *calibration_files(cfg.judge)]
     else:
-        settings = _resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
+        settings = resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
         names = (run_files.CANDIDATES, run_files.JUDGMENTS, run_files.RANKINGS)
         inputs = [constitution, *(run_dir / n for n in names)]
     return run_state.stage_fingerprint(settings, inputs)
@@ -109,7 +104,7 @@ def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
     return sys.maxsize if getattr(inner, "schedules_own_batches", False) else cfg.chunk_size
 
 
-def _cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str, int] | None:
+def cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str, int] | None:
     """This stage's cache hits and misses (chats), or None when the call cache is off."""
     if before is None or after is None:
         return None
@@ -118,7 +113,7 @@ def _cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str
 
 def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
     """Read prompts, sample K candidates each, write candidates.jsonl and the rejects."""
-    engines = engines or _engines(cfg)
+    engines = engines or run_engines(cfg)
     done = stage_fingerprint(cfg, "generate", run_dir)
     run_state.clear_done(run_dir, "generate")
     fields = PromptFields(**OmegaConf.to_container(cfg.prompts.fields))  # type: ignore[arg-type]
@@ -151,7 +146,7 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             "generated_tokens": tokens,
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-            "cache": _cache_counts(before, call_stats(engine)),
+            "cache": cache_counts(before, call_stats(engine)),
         },
         done=done,
     )
@@ -159,11 +154,11 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
 
 def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
     """Judge all candidate pairs of a run in both orders; write judgments and rankings."""
-    engines = engines or _engines(cfg)
+    engines = engines or run_engines(cfg)
     sets = run_files.read_candidates(run_dir)
     done = stage_fingerprint(cfg, "judge", run_dir)
     run_state.clear_done(run_dir, "judge")
-    constitution = _constitution(cfg)
+    constitution = run_constitution(cfg)
     judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
     engine = getattr(judge, "engine", None)
     total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
@@ -221,7 +216,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             else None,
             "seconds": round(seconds, 2),
             "comparisons_per_second": round(n / seconds, 3) if seconds else None,
-            "cache": _cache_counts(before, call_stats(engine)),
+            "cache": cache_counts(before, call_stats(engine)),
             **extra,
         },
         done=done,
@@ -246,7 +241,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     rankings = run_files.read_rankings(run_dir)
     done = stage_fingerprint(cfg, "pairs", run_dir)
     run_state.clear_done(run_dir, "pairs")
-    constitution = _constitution(cfg)
+    constitution = run_constitution(cfg)
     settings = build(cfg.pairs, "pairs")
     result = make_pairs(
         sets, judgments, rankings, settings, constitution_sha256=constitution.sha256
@@ -254,7 +249,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     rows = [to_row(p) for p in result.pairs]
     run_files.write_rows(run_dir, run_files.PAIRS, rows)
     run_files.replace_rejects(run_dir, "pairs", result.rejects)
-    _publish(run_dir, rows)
+    publish_dataset(run_dir, rows)
     n = len(judgments)
     summary = run_state.update_summary(
         run_dir,
@@ -296,46 +291,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     run_state.update_summary(run_dir, "pairs", summary["pairs"], done=done)
 
 
-def judge_section(judge: dict[str, Any]) -> str:
-    """The card's lines on a calibrated judge and on a cascade's tiers (empty for neither)."""
-    lines = []
-    calibration = judge.get("calibration")
-    if calibration:
-        lines += [
-            "## Calibration",
-            "",
-            f"`p_chosen` is calibrated on {calibration['fitted_on']} human labels "
-            f"(`{calibration['file']}`, sha256 `{calibration['sha256'][:12]}`); the judge's raw "
-            "probability is kept in `judgments.jsonl` as `raw.uncalibrated_p_a`.",
-            "",
-        ]
-    cascade = judge.get("cascade")
-    if cascade:
-        est = cascade["last_tier_only_estimate"]
-        lines += [
-            "## Judge cascade",
-            "",
-            f"Escalated when confidence < {cascade['escalate_below']}"
-            + (" or the two orders disagreed" if cascade["escalate_swap_inconsistent"] else "")
-            + f". {cascade['needs_human']} comparisons stayed unsure at the last tier "
-            "(`needs_human`; `charter review export` sends them first).",
-            "",
-            "| tier | comparisons | escalation rate | seconds | prompt tokens |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {name} | {t['comparisons']} | {t['escalation_rate']} | {t['seconds']} | "
-                f"{t['prompt_tokens']} |"
-                for name, t in cascade["tiers"].items()
-            ),
-            "",
-            f"The last tier alone on all {est['comparisons']} comparisons: about "
-            f"{est['seconds']} s and {est['prompt_tokens']} prompt tokens ({est['basis']}).",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def _publish(
+def publish_dataset(
     run_dir: Path, rows: list[dict[str, Any]], folder: str = "dataset", name: str = "pairs.parquet"
 ) -> None:
     """Write rows as a ``datasets`` dir (``folder``) and as a Parquet file (``name``)."""
@@ -350,182 +306,6 @@ def _publish(
     tmp_parquet = parquet.with_suffix(".parquet.tmp")
     dataset.to_parquet(str(tmp_parquet))
     tmp_parquet.replace(parquet)
-
-
-REVISIONS = "revisions.jsonl"
-REVISE_OUTPUTS = (REVISIONS, run_files.PAIRS, run_files.SFT, "dataset", "sft_dataset", "README.md")
-
-
-def revise_fingerprint(cfg: DictConfig) -> str:
-    """What the revise path's outputs depend on (like :func:`stage_fingerprint`)."""
-    settings = _resolved(
-        cfg.generator, cfg.prompts, cfg.revise, cfg.judge, cfg.constitution, cfg.seed
-    )
-    inputs = [resolve_path(cfg.prompts.path), resolve_path(cfg.constitution.path)]
-    return run_state.stage_fingerprint([settings, cfg.experiment_name], inputs)
-
-
-def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
-    """Critique -> revision chains, degenerate checks, the judge's check, SFT data and pairs."""
-    engines = engines or _engines(cfg)
-    done = revise_fingerprint(cfg)
-    run_state.clear_done(run_dir, "revise")
-    constitution = _constitution(cfg)
-    settings = build(cfg.revise, "revise")
-    fields = PromptFields(**OmegaConf.to_container(cfg.prompts.fields))  # type: ignore[arg-type]
-    prompts, read_rejects = load_prompts(
-        resolve_path(cfg.prompts.path), fields, limit=cfg.prompts.limit
-    )
-    engine = engines.get(cfg.generator.engine, "generator.engine")
-    sampling = build(cfg.generator.sampling, "generator.sampling")
-    before = call_stats(engine)
-    start = time.perf_counter()
-    with stage_progress(
-        "revise (initial, critique, revision chats)", len(prompts) * (1 + 2 * settings.rounds)
-    ) as advance:
-        chains, too_long = revise_prompts(
-            prompts, engine, sampling, constitution, settings, seed=cfg.seed, on_progress=advance
-        )
-    revise_seconds = time.perf_counter() - start
-    revise_cache = _cache_counts(before, call_stats(engine))
-    report = settings.degenerate.check(chains)
-    verification: dict[str, Any] = {"enabled": settings.verify, "min_margin": settings.min_margin}
-    judgments, verify_rejects, judge_method, template_sha = [], [], "", ""
-    if settings.verify:
-        judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
-        total = sum(len(c.principle_ids) for c in report.kept)
-        start = time.perf_counter()
-        with stage_progress("verify (comparisons x2 orders)", total) as advance:
-            result = verify_revisions(
-                report.kept,
-                judge,
-                constitution,
-                min_margin=settings.min_margin,
-                chunk_size=stage_chunk_size(cfg, getattr(judge, "engine", None)),
-                on_progress=advance,
-            )
-        judgments, verify_rejects, kept = result.judgments, result.rejects, result.kept
-        judge_model, judge_method = judge.model_id, judge.method
-        template_sha = str(judgments[0].raw.get("template_sha256", "")) if judgments else ""
-        n = len(judgments)
-        verification |= {
-            "judged": len(report.kept),
-            "kept": len(kept),
-            "fraction_kept": round(len(kept) / len(report.kept), 4) if report.kept else None,
-            "dropped": dict(result.dropped),
-            "swap_consistency": round(sum(j.swap_consistent for j in judgments) / n, 4)
-            if n
-            else None,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-    else:
-        kept = [(chain, None) for chain in report.kept]
-        judge_model = UNVERIFIED
-        verification |= {"judged": 0, "kept": len(kept), "fraction_kept": None, "dropped": {}}
-
-    sha = constitution.sha256
-    pairs = [to_row(preference_pair(chain, verdict, sha)) for chain, verdict in kept]
-    sft = [sft_row(chain, verdict, sha) for chain, verdict in kept]
-    check_rows("sft", sft, file=str(run_dir / run_files.SFT))
-    run_files.write_rows(run_dir, REVISIONS, chains)
-    run_files.write_rows(run_dir, run_files.JUDGMENTS, judgments)
-    run_files.write_rows(run_dir, run_files.PAIRS, pairs)
-    write_jsonl_atomic(run_dir / run_files.SFT, sft)
-    rejects = [*read_rejects, *too_long, *report.rejects, *verify_rejects]
-    run_files.write_rows(run_dir, run_files.REJECTS, [asdict(r) for r in rejects])
-    _publish(run_dir, pairs)
-    _publish(run_dir, sft, folder="sft_dataset", name="sft.parquet")
-
-    margins = [p["margin"] for p in pairs]
-    figures = {
-        "prompts_read": len(prompts) + len(read_rejects),
-        "prompts_rejected": len(read_rejects) + len(too_long),
-        "chains": len(chains),
-        "rounds": settings.rounds,
-        "principles_drawn": dict(Counter(r.principle_id for c in chains for r in c.rounds)),
-        "degenerate": dict(report.dropped),
-        "verification": verification,
-        "pairs": len(pairs),
-        "sft_rows": len(sft),
-        "mean_margin": round(sum(margins) / len(margins), 4) if margins else None,
-        "openings": report.openings,
-        "repeated_sentences": report.repeated_sentences,
-        "seconds": round(revise_seconds, 2),
-        "cache": revise_cache,
-    }
-    facts = CardFacts(
-        experiment=cfg.experiment_name,
-        constitution_name=constitution.name,
-        constitution_version=constitution.version,
-        constitution_sha256=sha,
-        constitution_text=constitution.text,
-        generator_model=engine.model_id,
-        judge_model=judge_model,
-        judge_method=judge_method or "none (verification off)",
-        judge_template_sha256=template_sha,
-        sampling=asdict(sampling),
-        num_samples=1,
-        pair_settings={
-            "strategy": "revision_vs_initial",
-            **{k: v for k, v in asdict(settings).items() if k != "degenerate"},
-        },
-        counts={
-            "prompts": figures["prompts_read"],
-            "chains (initial + rounds)": len(chains),
-            "non-degenerate revisions": len(report.kept),
-            "judged (each in 2 orders)": verification["judged"],
-            "pairs": len(pairs),
-            "sft rows": len(sft),
-        },
-        dropped={**report.dropped, **verification["dropped"]},
-        rejects_by_reason=dict(
-            Counter(
-                f"{r.stage}: {re.sub(r'[0-9.]+', 'N', r.reason)}"
-                for r in [*read_rejects, *too_long]
-            )
-        ),
-        swap_consistency=verification.get("swap_consistency"),
-        mean_margin=figures["mean_margin"] if settings.verify else None,
-        extra_configs=[
-            {"config_name": "sft", "data_files": [{"split": "train", "path": "sft.parquet"}]}
-        ],
-        extra_section=revise_section(figures),
-    )
-    write_text_atomic(run_dir / "README.md", render_card(facts))
-    run_state.update_summary(run_dir, "revise", figures, done=done)
-
-
-def _run_revise_path(cfg: DictConfig, run_dir: Path, engines: EngineCache) -> None:
-    """``charter run`` when the config has a ``revise`` section (e.g. ``experiment=cai_sl``)."""
-    start = time.perf_counter()
-    fingerprint = revise_fingerprint(cfg)
-    finished = run_state.read_summary(run_dir).get(run_state.STAGES_KEY, {}).get("revise")
-    if finished == fingerprint and all((run_dir / n).exists() for n in REVISE_OUTPUTS):
-        console.print("revise: already complete in this run directory, skipped")
-    else:
-        run_revise(cfg, run_dir, engines)
-    summary = run_state.update_summary(
-        run_dir, "run", {"seconds": round(time.perf_counter() - start, 2)}
-    )
-    rev = summary["revise"]
-    ver = rev["verification"]
-    summary_table(
-        f"charter run: {cfg.experiment_name} (critique -> revision)",
-        {
-            "prompts (read / rejected)": f"{rev['prompts_read']} / {rev['prompts_rejected']}",
-            "chains": rev["chains"],
-            "revise seconds": rev["seconds"],
-            "degenerate dropped": ", ".join(f"{k}: {v}" for k, v in rev["degenerate"].items())
-            or "none",
-            "judge prefers revision": f"{ver['kept']} / {ver['judged']}"
-            if ver["enabled"]
-            else "verification off",
-            "pairs / sft rows published": f"{rev['pairs']} / {rev['sft_rows']}",
-            "top opening": rev["openings"][0][0] if rev["openings"] else "n/a",
-            "total seconds": summary["run"]["seconds"],
-            "output": str(run_dir),
-        },
-    )
 
 
 STAGE_TASKS = (("generate", run_generate), ("judge", run_judge), ("pairs", run_pairs))
@@ -545,13 +325,15 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
     command, or ``charter run run_dir=DIR``), stages whose mark matches their current config and
     inputs are skipped; the rest are redone, their finished engine calls served by the cache.
     """
-    engines = _engines(cfg)
+    engines = run_engines(cfg)
     start = time.perf_counter()
-    _constitution(cfg)  # a typo in the constitution should stop the run before any sampling
+    run_constitution(cfg)  # a typo in the constitution should stop the run before any sampling
     console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}", soft_wrap=True)
     run_state.remove_leftovers(run_dir)
     if cfg.get("revise") is not None:
-        _run_revise_path(cfg, run_dir, engines)
+        from charter.revise_command import run_revise_path
+
+        run_revise_path(cfg, run_dir, engines)
         return
     ran: dict[str, bool] = {}
     for stage, task in STAGE_TASKS:

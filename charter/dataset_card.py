@@ -119,3 +119,42 @@ def render_card(facts: CardFacts) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def judge_section(judge: dict[str, Any]) -> str:
+    """The card's lines on a calibrated judge and on a cascade's tiers (empty for neither)."""
+    lines = []
+    calibration = judge.get("calibration")
+    if calibration:
+        lines += [
+            "## Calibration",
+            "",
+            f"`p_chosen` is calibrated on {calibration['fitted_on']} human labels "
+            f"(`{calibration['file']}`, sha256 `{calibration['sha256'][:12]}`); the judge's raw "
+            "probability is kept in `judgments.jsonl` as `raw.uncalibrated_p_a`.",
+            "",
+        ]
+    cascade = judge.get("cascade")
+    if cascade:
+        est = cascade["last_tier_only_estimate"]
+        lines += [
+            "## Judge cascade",
+            "",
+            f"Escalated when confidence < {cascade['escalate_below']}"
+            + (" or the two orders disagreed" if cascade["escalate_swap_inconsistent"] else "")
+            + f". {cascade['needs_human']} comparisons stayed unsure at the last tier "
+            "(`needs_human`; `charter review export` sends them first).",
+            "",
+            "| tier | comparisons | escalation rate | seconds | prompt tokens |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {name} | {t['comparisons']} | {t['escalation_rate']} | {t['seconds']} | "
+                f"{t['prompt_tokens']} |"
+                for name, t in cascade["tiers"].items()
+            ),
+            "",
+            f"The last tier alone on all {est['comparisons']} comparisons: about "
+            f"{est['seconds']} s and {est['prompt_tokens']} prompt tokens ({est['basis']}).",
+            "",
+        ]
+    return "\n".join(lines)

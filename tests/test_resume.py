@@ -70,11 +70,11 @@ if where == "replace":
         real_replace(src, dst)
     os.replace = replace
 if where == "publish":
-    real_publish = commands._publish
+    real_publish = commands.publish_dataset
     def publish(*args):
         real_publish(*args)
         die()  # pairs.jsonl and the dataset are written; the card and the mark are not
-    commands._publish = publish
+    commands.publish_dataset = publish
 
 from charter.cli import main
 main()

@@ -14,14 +14,8 @@ import pytest
 from datasets import load_dataset
 
 from charter.errors import InputError
-from charter.review import (
-    ReviewSettings,
-    build_queue,
-    export_queue,
-    import_labels,
-    read_labels,
-    review_id,
-)
+from charter.review import ReviewSettings, build_queue, export_queue, review_id
+from charter.review_labels import import_labels, read_labels
 from tests.test_ray import make_real_local_run
 
 FAKE = ["engine@generator.engine=fake", "engine@judge.engine=fake"]
