@@ -103,6 +103,9 @@ def test_calibrate_config_composes() -> None:
 
 
 def test_cascade_tiers_are_judge_configs_with_their_own_engines() -> None:
+    distilled = compose_all("run", ["judge=cascade_reward_model"])
+    assert list(distilled.judge.tiers) == ["cheap", "strong"]  # the cheap tier comes first
+    assert distilled.judge.tiers.cheap._target_.endswith("RewardModelJudge")
     cfg = compose_all("run", ["judge=cascade", "judge.tiers.strong.engine.model=/m/big.gguf"])
     OmegaConf.resolve(cfg)
     assert list(cfg.judge.tiers) == ["cheap", "strong"]
