@@ -244,15 +244,21 @@ def calibrate(cfg: DictConfig, run_dir: Path) -> None:
 
     def cell(block: dict[str, Any], key: str) -> str:
         m = block[key]
-        return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+        return f"{m['value']:.3f} [{m['low']:.2f}, {m['high']:.2f}]"
 
     summary_table(
         f"charter calibrate: {calibration.judge}, {calibration.n} labelled pairs, "
-        f"{calibration.cv['folds']}-fold CV",
+        f"{calibration.cv['folds']}-fold CV, raw -> calibrated [95% interval]",
         {
             **{
-                f"{key} raw -> calibrated": f"{cell(before, key)} -> {cell(after, key)}"
-                for key in ("agreement", "length_controlled_agreement", "log_loss", "brier", "ece")
+                name: f"{cell(before, key)} -> {cell(after, key)}"
+                for name, key in (
+                    ("agreement", "agreement"),
+                    ("length-ctrl agreement", "length_controlled_agreement"),
+                    ("log-loss", "log_loss"),
+                    ("Brier", "brier"),
+                    ("ECE", "ece"),
+                )
             },
             "fitted per principle": ", ".join(sorted(calibration.per_principle)) or "none (pooled)",
             "calibration": str(run_dir / "calibration.json"),
