@@ -44,7 +44,7 @@ from charter.judge_eval.calibration import (
     metrics_with_intervals,
 )
 from charter.judge_eval.ppi import ppi_mean
-from charter.records import Judgment
+from charter.records import Judgment, from_row
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "outputs" / "judge_trust"
@@ -74,7 +74,7 @@ def load(name: str, folder: Path, seed: int) -> Judged:
     rows, ids, consistent = [], [], []
     for line in (folder / "verdicts.jsonl").open():
         v = json.loads(line)
-        j = Judgment(**{k: v[k] for k in Judgment.__dataclass_fields__})
+        j = from_row(Judgment, v)
         chosen, rejected = texts[j.prompt_id]
         rows.append(LabelledSignals(j.principle_id, JudgeSignals.of(j, chosen, rejected), 1))
         ids.append(j.prompt_id)

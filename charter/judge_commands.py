@@ -32,10 +32,10 @@ from charter.judge_eval.calibration import (
 from charter.judge_eval.evaluate import comparisons_for, evaluate_judge
 from charter.judge_eval.injection import ATTACKS
 from charter.judge_eval.reliability import plot_reliability, reliability
-from charter.judges.cascade import CascadeJudge
+from charter.judges.cascade import CascadeJudge, prompt_tokens_of
 from charter.judges.stage import judge_in_chunks
 from charter.progress import stage_progress, summary_table
-from charter.records import Judgment, to_row
+from charter.records import Judgment, from_row, to_row
 
 
 def _judge_engine(cfg: DictConfig, engines: EngineCache) -> Any:
@@ -52,9 +52,7 @@ def _prompt_tokens(judge: Any, engine: Any) -> int | None:
     if isinstance(judge, CascadeJudge):
         counts = [s.prompt_tokens for s in judge.tier_stats.values() if s.prompt_tokens]
         return sum(counts) if counts else None
-    inner = getattr(judge, "inner", judge)
-    tokens = getattr(inner, "prompt_tokens", None)
-    return tokens if isinstance(tokens, int) else None
+    return prompt_tokens_of(judge)
 
 
 def eval_judge(cfg: DictConfig, run_dir: Path) -> None:
@@ -158,7 +156,7 @@ def labelled_from_run(run_dir: Path) -> tuple[list[LabelledSignals], DictConfig,
         found = judgments.get(frozenset((pair["chosen_id"], pair["rejected_id"])))
         if found is None:
             continue
-        j = Judgment(**{k: found[k] for k in Judgment.__dataclass_fields__ if k in found})
+        j = from_row(Judgment, found)
         texts = {
             pair["chosen_id"]: pair["chosen"][-1]["content"],
             pair["rejected_id"]: pair["rejected"][-1]["content"],

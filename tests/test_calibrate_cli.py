@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from charter.judge_eval.calibration import JudgeSignals, load_calibration
-from charter.records import Judgment
+from charter.records import Judgment, from_row
 from tests.cli import HUMAN_PREFS, charter, one_error_line
 
 DATA = HUMAN_PREFS
@@ -67,7 +67,7 @@ def test_eval_judge_applies_it_and_keeps_the_raw_probability(fitted: Path, tmp_p
     pairs = {json.loads(line)["id"]: json.loads(line) for line in PANDALM.open()}
     rows = [json.loads(line) for line in (tmp_path / "ev" / "verdicts.jsonl").open()]
     for row in rows:
-        j = Judgment(**{k: row[k] for k in Judgment.__dataclass_fields__})
+        j = from_row(Judgment, row)
         pair = pairs[row["prompt_id"]]
         expected = calibration.p(
             JudgeSignals.of(j, pair["chosen"], pair["rejected"]), j.principle_id
@@ -183,7 +183,7 @@ def test_calibrate_and_apply_on_the_real_model(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "ev" / "verdicts.jsonl").open()]
     pairs = {json.loads(line)["id"]: json.loads(line) for line in PANDALM.open()}
     for row in rows:
-        j = Judgment(**{k: row[k] for k in Judgment.__dataclass_fields__})
+        j = from_row(Judgment, row)
         pair = pairs[row["prompt_id"]]
         signals = JudgeSignals.of(j, pair["chosen"], pair["rejected"])
         assert row["p_a"] == pytest.approx(calibration.p(signals, j.principle_id))

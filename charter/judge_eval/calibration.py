@@ -180,17 +180,17 @@ class Calibration:
 
     def p(self, signals: JudgeSignals, principle_id: str) -> float:
         """Calibrated P(a better); the length feature, if fitted, is set to zero here."""
-        coef = self.coefficients(principle_id)
-        x = features(signals, self.features)
-        z = sum(
-            coef[name] * value
-            for name, value in zip(self.features, x, strict=True)
-            if name != LENGTH
-        )
-        return float(_sigmoid(np.array(z)))
+        return predict(self.coefficients(principle_id), self.features, signals)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def predict(coef: dict[str, float], names: Sequence[str], signals: JudgeSignals) -> float:
+    """P(a better) under fitted coefficients, with the length feature (if any) set to zero."""
+    x = features(signals, names)
+    z = sum(coef[n] * v for n, v in zip(names, x, strict=True) if n != LENGTH)
+    return float(_sigmoid(np.array(z)))
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -349,20 +349,9 @@ def cross_validated(
     split = KFold(n_splits=folds, shuffle=True, random_state=settings.seed).split(rows)
     for train, test in split:
         pooled, per, _ = fit_coefficients([rows[i] for i in train], names, settings)
-        fold = Calibration(
-            features=list(names),
-            pooled=pooled,
-            per_principle=per,
-            principle_counts={},
-            remove_length=settings.remove_length,
-            judge_fingerprint="",
-            judge="",
-            constitution_sha256="",
-            data_sha256="",
-            n=len(train),
-        )
         for i in test:
-            calibrated[i] = fold.p(rows[i].signals, rows[i].principle_id)
+            coef = per.get(rows[i].principle_id, pooled)
+            calibrated[i] = predict(coef, names, rows[i].signals)
     raw = np.array([r.signals.raw_p for r in rows])
     return calibrated, raw
 

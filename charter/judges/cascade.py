@@ -91,12 +91,12 @@ class CascadeJudge:
                 break
             judge = self._tier(name)
             stats = self.tier_stats[name]
-            tokens_before = _prompt_tokens(judge)
+            tokens_before = prompt_tokens_of(judge)
             start = time.perf_counter()
             verdicts = judge.judge([comparisons[i] for i in pending])
             stats.seconds += time.perf_counter() - start
             stats.comparisons += len(pending)
-            tokens_after = _prompt_tokens(judge)
+            tokens_after = prompt_tokens_of(judge)
             if tokens_after is not None:
                 spent = tokens_after - (tokens_before or 0)
                 stats.prompt_tokens = (stats.prompt_tokens or 0) + spent
@@ -181,9 +181,14 @@ class CascadeJudge:
         }
 
 
-def _prompt_tokens(judge: Judge) -> int | None:
+def prompt_tokens_of(judge: Judge) -> int | None:
+    """Prompt tokens a judge has sent so far: its token-counting engine's, or its own count (a
+    reward model's), looking through a calibration wrapper; None where nothing counts them."""
     engine = getattr(judge, "engine", None)
     tokens = getattr(engine, "prompt_tokens", None)
     if tokens is None:
         tokens = getattr(judge, "prompt_tokens", None)
+    inner = getattr(judge, "inner", None)
+    if tokens is None and inner is not None:
+        return prompt_tokens_of(inner)
     return tokens if isinstance(tokens, int) else None
