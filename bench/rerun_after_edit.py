@@ -23,7 +23,7 @@ import yaml
 from hydra import compose, initialize_config_module
 
 from charter.building import register_resolvers
-from charter.commands import run_all
+from charter.commands.run import run_all
 from charter.generators.model_files import default_cache_dir
 
 CONSTITUTION = Path(__file__).resolve().parents[1] / "constitutions" / "harmless.yaml"

@@ -100,15 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = args[0], args[1:]
     if command == "validate":
-        from charter.commands import validate
+        from charter.commands.validate import validate
 
         raise SystemExit(validate(rest))
-    from charter import plain_commands
+    from charter.commands import cache, diff
 
-    plain: dict[str, Callable[[list[str]], int]] = {
-        "diff": plain_commands.diff,
-        "cache": plain_commands.cache,
-    }
+    plain: dict[str, Callable[[list[str]], int]] = {"diff": diff.diff, "cache": cache.cache}
     if command in plain:
         try:
             raise SystemExit(plain[command](rest))
@@ -117,19 +114,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
             raise SystemExit(2) from None
-    from charter import commands, judge_commands, publishing, review
-    from charter.trainers import command as train_command
+    from charter.commands import calibrate, eval_judge, publish, review, run, train
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
-        "run": ("run", commands.run_all),
-        "generate": ("run", commands.run_generate),
-        "judge": ("run", commands.run_judge),
-        "pairs": ("run", commands.run_pairs),
-        "eval-judge": ("eval_judge", judge_commands.eval_judge),
-        "calibrate": ("calibrate", judge_commands.calibrate),
-        "publish": ("publish", publishing.publish_command),
+        "run": ("run", run.run_all),
+        "generate": ("run", run.run_generate),
+        "judge": ("run", run.run_judge),
+        "pairs": ("run", run.run_pairs),
+        "eval-judge": ("eval_judge", eval_judge.eval_judge),
+        "calibrate": ("calibrate", calibrate.calibrate),
+        "publish": ("publish", publish.publish_command),
         "review": ("review", review.review_command),
-        "train": ("train", train_command.train),
+        "train": ("train", train.train),
     }
     if command not in tasks:
         print(f"charter: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)

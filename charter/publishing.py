@@ -354,14 +354,3 @@ def publish(run_dir: Path, settings: PublishSettings) -> str:
         dest = copy_to_target(folder, settings.target, settings.repo_id)
         return f"published {settings.repo_id} to local target {dest}"
     return f"published {settings.repo_id}: {upload(folder, settings)}"
-
-
-def publish_command(cfg: Any, _output_dir: Path) -> None:
-    """``charter publish RUN_DIR repo_id=ORG/NAME [...]`` (the Hydra task the CLI runs)."""
-    from charter.building import build
-
-    settings = build(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "run_dir"]), "publish")
-    run_dir = Path(cfg.run_dir)
-    if not run_dir.is_dir():
-        raise InputError("run directory not found", file=str(run_dir))
-    print(publish(run_dir, settings), flush=True)

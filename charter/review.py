@@ -334,37 +334,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
-
-
-def review_command(cfg: Any, _output_dir: Path) -> None:
-    """``charter review export|import`` (the Hydra task the CLI runs; ``action`` picks which)."""
-    from charter.building import build
-    from charter.progress import console
-    from charter.publishing import build_upload_folder
-
-    run_dir = Path(cfg.run_dir)
-    if not run_dir.is_dir():
-        raise InputError("run directory not found", file=str(run_dir))
-    if cfg.action == "export":
-        settings = build(cfg.queue, "queue")
-        dest, queue, total = export_queue(run_dir, settings)
-        what = "random audit" if settings.sample == RANDOM else "least sure first"
-        console.print(
-            f"review queue ({what}): {len(queue)} of {total} pairs sent to people, "
-            f"{total - len(queue)} kept with the judge's label; label file: {dest}",
-            soft_wrap=True,
-            highlight=False,
-        )
-        return
-    if not cfg.file:
-        raise InputError("usage: charter review import RUN_DIR FILE", field="file")
-    from charter.review_labels import import_labels
-
-    _, report = import_labels(run_dir, Path(cfg.file))
-    folder = build_upload_folder(run_dir, build(cfg.publish, "publish"))
-    print(json.dumps(report), flush=True)
-    console.print(
-        f"reviewed pairs: {run_dir / REVIEWED_DIR}; upload folder rebuilt: {folder}",
-        soft_wrap=True,
-        highlight=False,
-    )

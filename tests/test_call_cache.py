@@ -185,7 +185,7 @@ def test_transformers_results_through_the_cache_equal_uncached(tmp_path):
 def test_engines_that_batch_for_themselves_get_a_whole_stage_per_call(tmp_path) -> None:
     from omegaconf import OmegaConf
 
-    from charter.commands import stage_chunk_size
+    from charter.commands.shared import stage_chunk_size
     from charter.generators.openai_engine import OpenAIEngine
     from charter.generators.vllm_engine import VLLMEngine
 

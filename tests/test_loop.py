@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from charter.trainers.command import train
+from charter.commands.train import train
 from tests import tiny_llama as shared
 from tests.test_configs import compose_all
 

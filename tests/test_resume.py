@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from charter.building import register_resolvers
 from charter.call_cache import CACHE_FILE, CallCache
-from charter.commands import run_all
+from charter.commands.run import run_all
 from charter.generators.fake_engine import FakeEngine
 from charter.run_diff import diff_runs
 
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 DRIVER = """
 import os, signal, time
-from charter import commands
+from charter.commands import run as run_stages
 from charter.generators.fake_engine import FakeEngine
 
 where, _, arg = os.environ.get("KILL_AT", "").partition(":")
@@ -70,11 +70,11 @@ if where == "replace":
         real_replace(src, dst)
     os.replace = replace
 if where == "publish":
-    real_publish = commands.publish_dataset
+    real_publish = run_stages.publish_dataset
     def publish(*args):
         real_publish(*args)
         die()  # pairs.jsonl and the dataset are written; the card and the mark are not
-    commands.publish_dataset = publish
+    run_stages.publish_dataset = publish
 
 from charter.cli import main
 main()

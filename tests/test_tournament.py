@@ -82,7 +82,7 @@ def test_unknown_ranking_is_a_user_error() -> None:
 def test_charter_run_with_a_tournament_reports_its_saving(tmp_path) -> None:
     import json
 
-    from charter.commands import run_all
+    from charter.commands.run import run_all
     from tests.test_resume import config
 
     run_all(config("ranking=tournament", "prompts.limit=4", "generator.num_samples=8"), tmp_path)

@@ -1,6 +1,6 @@
 """``charter train``: what each trainer does with its composed config and output directory.
 
-Like :mod:`charter.commands`, this is where configs become objects (through
+Like every module in :mod:`charter.commands`, this is where configs become objects (through
 :func:`charter.building.build`); the trainer files only see typed settings. The trainer is
 picked by the type of ``cfg.trainer``'s target, a plain ``match``, no registry. With a ``loop``
 node (``experiment=loop_cpu``) the command runs the closed loop instead.
@@ -15,8 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from charter import commands, run_files
+from charter import run_files
 from charter.building import EngineCache, build, open_call_cache, resolve_path
+from charter.commands import run as run_stages
 from charter.constitution import load_constitution
 from charter.errors import InputError
 from charter.jsonl import write_jsonl_atomic, write_text_atomic
@@ -191,7 +192,7 @@ def run_loop(cfg: DictConfig, out_dir: Path) -> None:
     )
     engines = EngineCache(open_call_cache(cfg))
     console.print(f"[bold]loop[/] 1/4 pairs from {len(train_prompts)} prompts -> {data_dir}")
-    for stage in (commands.run_generate, commands.run_judge, commands.run_pairs):
+    for stage in (run_stages.run_generate, run_stages.run_judge, run_stages.run_pairs):
         stage(data_cfg, data_dir, engines)  # type: ignore[arg-type]
     pairs, _, prov = load_preference_pairs(data_dir)
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charter import run_files, run_state
 from charter.building import EngineCache, build, call_stats, resolve_path
-from charter.commands import (
+from charter.commands.shared import (
     cache_counts,
     publish_dataset,
     resolved,

@@ -1,13 +1,13 @@
-"""What each CLI command does, given its composed config and run directory.
+"""``charter run`` and its stage commands (``generate``, ``judge``, ``pairs``).
 
-This is the only module that reads configs: it turns them into objects (via
-:mod:`charter.building`), calls the stages, and writes the run directory.
+Each stage reads the run directory's files, calls its stage function with objects built from
+the config, and writes its outputs and its section of ``summary.json``; ``run_all`` chains them
+and skips the stages whose mark says they are already complete.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -17,12 +17,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from charter import run_files, run_state
-from charter.building import EngineCache, build, call_stats, open_call_cache, resolve_path
-from charter.call_cache import CallStats
-from charter.constitution import format_problems, load_constitution, validate_constitution
+from charter.building import EngineCache, build, call_stats, resolve_path
+from charter.commands.shared import (
+    cache_counts,
+    publish_dataset,
+    resolved,
+    run_constitution,
+    run_engines,
+    stage_chunk_size,
+)
 from charter.dataset_card import CardFacts, judge_section, render_card
 from charter.generators.stage import generate_candidates
-from charter.jsonl import atomic_dir, read_jsonl, write_text_atomic
+from charter.jsonl import read_jsonl, write_text_atomic
 from charter.judge_building import build_judge
 from charter.judges.calibrated import CalibratedJudge
 from charter.judges.cascade import CascadeJudge
@@ -32,38 +38,6 @@ from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
 from charter.prompts import PromptFields, load_prompts
 from charter.records import to_row
-
-
-def validate(paths: list[str]) -> int:
-    """``charter validate FILE ...``: report every problem; exit 1 if any file has one."""
-    if not paths:
-        console.print("usage: charter validate FILE [FILE ...]")
-        return 2
-    status = 0
-    for raw in paths:
-        path = resolve_path(raw)
-        problems = validate_constitution(path)
-        if problems:
-            status = 1
-            print(format_problems(str(path), problems))
-        else:
-            c = load_constitution(path)
-            print(f"{path}: ok ({len(c.principles)} principles, sha256 {c.sha256[:12]})")
-    return status
-
-
-def run_constitution(cfg: DictConfig):
-    return load_constitution(resolve_path(cfg.constitution.path))
-
-
-def run_engines(cfg: DictConfig) -> EngineCache:
-    return EngineCache(open_call_cache(cfg))
-
-
-def resolved(*nodes: Any) -> list[Any]:
-    return [
-        OmegaConf.to_container(n, resolve=True) if isinstance(n, DictConfig) else n for n in nodes
-    ]
 
 
 def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
@@ -92,23 +66,6 @@ def calibration_files(judge: DictConfig) -> list[Path]:
     paths = [judge.get("calibration")]
     paths += [tier.get("calibration") for tier in (judge.get("tiers") or {}).values()]
     return [resolve_path(str(p)) for p in paths if p]
-
-
-def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
-    """``cfg.chunk_size``, or the whole stage in one call for an engine that schedules its own
-    batches (vLLM, an OpenAI-compatible server): its throughput comes from seeing every request
-    at once, and chunks would leave it idle at each chunk's tail."""
-    inner = engine
-    while hasattr(inner, "inner"):  # the call cache and token counter wrap the real engine
-        inner = inner.inner
-    return sys.maxsize if getattr(inner, "schedules_own_batches", False) else cfg.chunk_size
-
-
-def cache_counts(before: CallStats | None, after: CallStats | None) -> dict[str, int] | None:
-    """This stage's cache hits and misses (chats), or None when the call cache is off."""
-    if before is None or after is None:
-        return None
-    return {"hits": after.hits - before.hits, "misses": after.misses - before.misses}
 
 
 def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
@@ -291,23 +248,6 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     run_state.update_summary(run_dir, "pairs", summary["pairs"], done=done)
 
 
-def publish_dataset(
-    run_dir: Path, rows: list[dict[str, Any]], folder: str = "dataset", name: str = "pairs.parquet"
-) -> None:
-    """Write rows as a ``datasets`` dir (``folder``) and as a Parquet file (``name``)."""
-    from datasets import Dataset, disable_progress_bars
-
-    disable_progress_bars()
-
-    dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})
-    with atomic_dir(run_dir / folder) as tmp:
-        dataset.save_to_disk(str(tmp))
-    parquet = run_dir / name
-    tmp_parquet = parquet.with_suffix(".parquet.tmp")
-    dataset.to_parquet(str(tmp_parquet))
-    tmp_parquet.replace(parquet)
-
-
 STAGE_TASKS = (("generate", run_generate), ("judge", run_judge), ("pairs", run_pairs))
 
 
@@ -331,7 +271,7 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
     console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}", soft_wrap=True)
     run_state.remove_leftovers(run_dir)
     if cfg.get("revise") is not None:
-        from charter.revise_command import run_revise_path
+        from charter.commands.revise import run_revise_path
 
         run_revise_path(cfg, run_dir, engines)
         return
