@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test test-fast lint format bench clean install-vllm test-vllm bench-vllm
+.PHONY: install demo test test-fast lint format bench clean install-vllm test-vllm bench-vllm browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,14 @@ install: $(STAMP)
 demo: install  ## the CPU quickstart: 40 prompts x 4 samples, judged, published
 	$(VENV)/bin/charter run
 
-test: install  ## the whole suite, real-model tests included, then the real-vLLM tests
+# The report's browser test drives Debian's chromium through Playwright (no browser download).
+# Installed here when missing and apt-get can run; otherwise that test skips and says why.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the report's browser test will skip"
+
+test: install browser  ## the whole suite, real-model tests included, then the real-vLLM tests
 	$(PY) -m pytest
 	$(MAKE) test-vllm
 

@@ -12,6 +12,7 @@ import importlib.metadata
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from importlib import resources
 from pathlib import Path
@@ -84,6 +85,7 @@ THROUGHPUT_ONLY = frozenset(
         "max_retries",
         "backoff_s",
         "api_key_env",
+        "price_per_mtok",
     }
 )
 """Engine config keys (of any backend) that change speed, memory or where files live, not what
@@ -93,7 +95,7 @@ a call returns, beyond last-bit float noise; changing them keeps the cache's ent
 _NUMERIC_LIBRARIES = ("torch", "transformers", "vllm")
 
 
-def _code_identity(engine: Any) -> dict[str, Any]:
+def _code_identity(cls: type) -> dict[str, Any]:
     """The engine's class, the source of its module and of the charter modules it imports, and
     the installed numeric libraries' versions.
 
@@ -101,7 +103,6 @@ def _code_identity(engine: Any) -> dict[str, Any]:
     without changing the model, so either one starts fresh cache entries rather than serving
     stale ones.
     """
-    cls = type(engine)
     module = sys.modules[cls.__module__]
     names = {cls.__module__}
     for value in vars(module).values():
@@ -131,12 +132,19 @@ def engine_fingerprint(engine: Any, node: DictConfig) -> str:
     every config key that can change an output (dtype, device, system prompt, context cap; batch
     size, threads and the model folder are left out), and the engine's code identity.
     """
+    weights = getattr(engine, "weights_sha256", engine.model_id)
+    return fingerprint_of(type(engine), weights, node)
+
+
+def fingerprint_of(cls: type, weights: str, node: DictConfig) -> str:
+    """:func:`engine_fingerprint` from its parts, so ``charter plan`` can compute the cache keys
+    of a run without loading the model."""
     settings = OmegaConf.to_container(node, resolve=True)
     assert isinstance(settings, dict)
     material = {
-        "weights": getattr(engine, "weights_sha256", engine.model_id),
+        "weights": weights,
         "settings": {k: v for k, v in settings.items() if k not in THROUGHPUT_ONLY},
-        "code": _code_identity(engine),
+        "code": _code_identity(cls),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -160,10 +168,20 @@ class EngineCache:
     :class:`~charter.call_cache.CachedEngine`, so its calls are looked up before they are made.
     Where the engine runs is the config's ``executor`` (``charter/executors``): in this process,
     or as Ray replicas behind an Engine-protocol object; the cache stays in this process, outside.
+
+    Args:
+        calls: the call cache, or None for none.
+        wrap: applied to each built engine before the cache wraps it, so it sees only the calls
+            that reach a model (the run's budget meter).
     """
 
-    def __init__(self, calls: CallCache | None = None) -> None:
+    def __init__(
+        self,
+        calls: CallCache | None = None,
+        wrap: Callable[[Any, DictConfig], Any] | None = None,
+    ) -> None:
         self.calls = calls
+        self.wrap = wrap
         self._engines: dict[str, Any] = {}
         self._executor: Any = None
 
@@ -184,10 +202,12 @@ class EngineCache:
                 engine = build(node, key)
             else:
                 engine = executor.engine(node, key, build, engine_fingerprint)
+            # a sharded engine carries its wrapped engine's fingerprint: same cache keys
+            known = getattr(engine, "engine_fingerprint", None) or engine_fingerprint(engine, node)
+            if self.wrap is not None:
+                engine = self.wrap(engine, node)
             if self.calls is not None:
-                # a sharded engine carries its wrapped engine's fingerprint: same cache keys
-                known = getattr(engine, "engine_fingerprint", None)
-                engine = CachedEngine(engine, self.calls, known or engine_fingerprint(engine, node))
+                engine = CachedEngine(engine, self.calls, known)
             self._engines[fingerprint] = engine
         return self._engines[fingerprint]
 

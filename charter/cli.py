@@ -27,7 +27,8 @@ usage: charter <command> [key=value ...] [hydra options]
 
 commands:
   run          generate -> judge -> pairs -> publish, in a new run directory
-               (default: the CPU quickstart; e.g. `charter run experiment=smoke`)
+               (default: the CPU quickstart; e.g. `charter run experiment=smoke`);
+               budget.max_seconds|max_tokens|max_cost=N stops it cleanly (exit 3), resumable
   generate     sample candidates for an existing run:  charter generate run_dir=DIR
   judge        judge the candidates of a run:          charter judge run_dir=DIR
   pairs        select pairs and publish the dataset:   charter pairs run_dir=DIR
@@ -37,6 +38,11 @@ commands:
   calibrate    fit the judge's probabilities to human labels, cross-validated:
                charter calibrate data=FILE [judge=...] [constitution=...] | run_dir=REVIEWED_RUN
                then use it: charter run judge.calibration=outputs/calibrate/<ts>/calibration.json
+  plan         what a run will ask, what the cache holds, seconds and cost, before loading a
+               model: charter plan [the overrides of charter run]  (writes plan.json)
+  report       a run's self-contained HTML page:       charter report RUN_DIR [against=OTHER_RUN]
+               (run, eval-judge, calibrate and train write RUN_DIR/report.html themselves;
+               report=false skips it)
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
@@ -78,11 +84,23 @@ def with_run_overrides(args: list[str]) -> list[str]:
     return [*kept, *args, f"hydra.run.dir={run_dir}"]
 
 
-def _hydra_app(config_name: str, task: Callable[[DictConfig, Path], None]) -> Callable[[], None]:
+REPORTED = ("run", "eval-judge", "calibrate", "train")
+"""Commands that end by writing ``report.html`` in their output directory (``report=false``
+skips it)."""
+
+
+def _hydra_app(
+    config_name: str, task: Callable[[DictConfig, Path], None], report: bool = False
+) -> Callable[[], None]:
     @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
     def app(cfg: DictConfig) -> None:
         try:
-            task(cfg, Path(HydraConfig.get().runtime.output_dir))
+            out_dir = Path(HydraConfig.get().runtime.output_dir)
+            task(cfg, out_dir)
+            if report:
+                from charter.commands.shared import write_run_report
+
+                write_run_report(cfg, out_dir)
         except InputError as exc:
             console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
@@ -103,9 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         from charter.commands.validate import validate
 
         raise SystemExit(validate(rest))
-    from charter.commands import cache, diff
+    from charter.commands import cache, diff, report
 
-    plain: dict[str, Callable[[list[str]], int]] = {"diff": diff.diff, "cache": cache.cache}
+    plain: dict[str, Callable[[list[str]], int]] = {
+        "diff": diff.diff,
+        "cache": cache.cache,
+        "report": report.report,
+    }
     if command in plain:
         try:
             raise SystemExit(plain[command](rest))
@@ -114,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
             raise SystemExit(2) from None
-    from charter.commands import calibrate, eval_judge, publish, review, run, train
+    from charter.commands import calibrate, eval_judge, plan, publish, review, run, train
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
         "run": ("run", run.run_all),
@@ -126,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         "publish": ("publish", publish.publish_command),
         "review": ("review", review.review_command),
         "train": ("train", train.train),
+        "plan": ("run", plan.plan),
     }
     if command not in tasks:
         print(f"charter: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
@@ -135,20 +158,32 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if command in ("publish", "review"):
         rest = positional_overrides(command, rest)
-    if command in STAGE_COMMANDS or command == "run":
+    if command in STAGE_COMMANDS or command in ("run", "plan"):
         rest = with_run_overrides(rest)
+    if command == "plan" and not any(_override_key(a) == "hydra.run.dir" for a in rest):
+        rest = [*rest, "hydra.run.dir=outputs/plan/${now:%Y-%m-%d_%H-%M-%S}"]
+    rest = [_report_switch(a) for a in rest]
     sweep_dir = None
     if command == "eval-judge":
         rest, sweep_dir = comparison_sweep(rest)
     register_resolvers()
     config_name, task = tasks[command]
     sys.argv = [f"charter {command}", *rest]
-    _hydra_app(config_name, task)()
+    _hydra_app(config_name, task, report=command in REPORTED)()
     if sweep_dir is not None and sweep_dir.exists():
         from charter.judge_eval.compare_table import write_comparison
 
         print(write_comparison(sweep_dir), end="")
         console.print(f"comparison written to {sweep_dir}/comparison.{{md,json}}")
+
+
+def _report_switch(arg: str) -> str:
+    """``report=false`` / ``report=true`` switch the ``report`` node, which also holds
+    ``max_pairs``."""
+    key, sep, value = arg.partition("=")
+    if sep and key == "report" and value.lower() in ("true", "false"):
+        return f"report.enabled={value.lower()}"
+    return arg
 
 
 def positional_overrides(command: str, args: list[str]) -> list[str]:

@@ -17,11 +17,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from charter import run_files, run_state
+from charter.budget import BudgetReached, Ledger
 from charter.building import EngineCache, build, call_stats, resolve_path
 from charter.commands.shared import (
     cache_counts,
     publish_dataset,
+    record_throughput,
     resolved,
+    run_budget,
     run_constitution,
     run_engines,
     stage_chunk_size,
@@ -89,6 +92,10 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             on_progress=advance,
         )
     seconds = time.perf_counter() - start
+    counts = cache_counts(before, call_stats(engine))
+    if counts:
+        samples = counts["misses"] * cfg.generator.num_samples
+        record_throughput(cfg, engine, "generate", samples, seconds)
     run_files.write_rows(run_dir, run_files.CANDIDATES, sets)
     run_files.replace_rejects(run_dir, "generate", [*rejects, *too_long])
     tokens = sum(c.num_tokens for s in sets for c in s.candidates)
@@ -103,7 +110,7 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             "generated_tokens": tokens,
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-            "cache": cache_counts(before, call_stats(engine)),
+            "cache": counts,
         },
         done=done,
     )
@@ -139,6 +146,9 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             on_progress=advance,
         )
     seconds = time.perf_counter() - start
+    counts = cache_counts(before, call_stats(engine))
+    if counts and judge_scores_choices(judge):
+        record_throughput(cfg, engine, "choice_logprobs", counts["misses"], seconds)
     run_files.write_rows(run_dir, run_files.JUDGMENTS, judgments)
     run_files.write_rows(run_dir, run_files.RANKINGS, rankings)
     run_files.replace_rejects(run_dir, "judge", rejects)
@@ -173,11 +183,18 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             else None,
             "seconds": round(seconds, 2),
             "comparisons_per_second": round(n / seconds, 3) if seconds else None,
-            "cache": cache_counts(before, call_stats(engine)),
+            "cache": counts,
             **extra,
         },
         done=done,
     )
+
+
+def judge_scores_choices(judge: Any) -> bool:
+    """Whether a judge's calls are choice scores (the pairwise logprob judges), the only kind a
+    throughput record of ``choice_logprobs`` describes; a generating judge's stage time is not
+    a rate of choice scores."""
+    return getattr(judge, "method", None) == "pairwise_logprob"
 
 
 def _rejects_by_reason(run_dir: Path) -> dict[str, int]:
@@ -264,8 +281,15 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
     In a run directory that already has outputs (a killed run started again with the same
     command, or ``charter run run_dir=DIR``), stages whose mark matches their current config and
     inputs are skipped; the rest are redone, their finished engine calls served by the cache.
+
+    The CLI then writes ``report.html`` (:func:`charter.commands.shared.write_run_report`).
+    With ``plan.before_run`` the run plans itself first (``plan.json``) and records how far the
+    plan was off (``summary.json``'s ``plan_error``). With a ``budget``, it stops before the
+    engine call that could pass it (exit status 3); the calls finished so far are cached.
     """
-    engines = run_engines(cfg)
+    budget = run_budget(cfg)
+    ledger = Ledger(budget) if budget.any else None
+    engines = run_engines(cfg, ledger)
     start = time.perf_counter()
     run_constitution(cfg)  # a typo in the constitution should stop the run before any sampling
     console.print(f"[bold]charter run[/] {cfg.experiment_name} -> {run_dir}", soft_wrap=True)
@@ -273,17 +297,33 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.get("revise") is not None:
         from charter.commands.revise import run_revise_path
 
-        run_revise_path(cfg, run_dir, engines)
+        try:
+            run_revise_path(cfg, run_dir, engines)
+        except BudgetReached as exc:
+            assert ledger is not None
+            stop_for_budget(run_dir, str(exc), ledger, time.perf_counter() - start)
         return
+    plan = plan_run(cfg, run_dir)
     ran: dict[str, bool] = {}
-    for stage, task in STAGE_TASKS:
-        ran[stage] = not run_state.is_done(run_dir, stage, stage_fingerprint(cfg, stage, run_dir))
-        if ran[stage]:
-            task(cfg, run_dir, engines)
-        else:
-            console.print(f"{stage}: already complete in this run directory, skipped")
+    try:
+        for stage, task in STAGE_TASKS:
+            ran[stage] = not run_state.is_done(
+                run_dir, stage, stage_fingerprint(cfg, stage, run_dir)
+            )
+            if ran[stage]:
+                task(cfg, run_dir, engines)
+            else:
+                console.print(f"{stage}: already complete in this run directory, skipped")
+    except BudgetReached as exc:
+        assert ledger is not None
+        stop_for_budget(run_dir, str(exc), ledger, time.perf_counter() - start)
     seconds = round(time.perf_counter() - start, 2)
     summary = run_state.update_summary(run_dir, "run", {"seconds": seconds})
+    if plan is not None:
+        from charter.planning import plan_error
+
+        fresh = {k: v for k, v in summary.items() if ran.get(k)}
+        summary = run_state.update_summary(run_dir, "plan_error", plan_error(plan, fresh))
     gen, jud, par = summary["generate"], summary["judge"], summary["pairs"]
     summary_table(
         f"charter run: {cfg.experiment_name}",
@@ -303,3 +343,40 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
             "output": str(run_dir),
         },
     )
+
+
+def plan_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run's own plan, written to ``plan.json`` (``plan.before_run``; no probe: the run is
+    about to time itself)."""
+    if not cfg.plan.before_run:
+        return None
+    import json
+
+    from charter.planning import make_plan
+
+    plan = make_plan(cfg, probe=False).to_json()
+    write_text_atomic(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+    return plan
+
+
+def stop_for_budget(run_dir: Path, reason: str, ledger: Ledger, seconds: float) -> None:
+    """Record the stop in ``summary.json``, say so in one line, and exit 3."""
+    run_state.update_summary(
+        run_dir,
+        "budget_stop",
+        {
+            "reason": reason,
+            "seconds": round(seconds, 2),
+            "model_seconds": round(ledger.seconds, 2),
+            "tokens": ledger.tokens,
+            "cost": round(ledger.cost, 6),
+        },
+    )
+    console.print(
+        f"stopped by budget: {reason}. Finished calls are cached; resume with: "
+        f"charter run run_dir={run_dir}",
+        markup=False,
+        soft_wrap=True,
+        highlight=False,
+    )
+    raise SystemExit(3)

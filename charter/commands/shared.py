@@ -1,5 +1,5 @@
-"""What the Hydra commands share: the run's constitution and engines, resolved config slices,
-stage chunking, cache counts, and writing a dataset folder."""
+"""What the Hydra commands share: the run's constitution, engines and budget, resolved config
+slices, stage chunking, cache counts, and writing a dataset folder."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from charter.building import EngineCache, open_call_cache, resolve_path
+from charter.budget import Budget, Ledger, SpendMeter
+from charter.building import EngineCache, engine_fingerprint, open_call_cache, resolve_path
 from charter.call_cache import CallStats
 from charter.constitution import load_constitution
+from charter.errors import InputError
 from charter.jsonl import atomic_dir
 
 
@@ -19,8 +21,35 @@ def run_constitution(cfg: DictConfig):
     return load_constitution(resolve_path(cfg.constitution.path))
 
 
-def run_engines(cfg: DictConfig) -> EngineCache:
-    return EngineCache(open_call_cache(cfg))
+def run_engines(cfg: DictConfig, ledger: Ledger | None = None) -> EngineCache:
+    """The run's engines, behind the call cache; with a ``ledger``, each engine is metered
+    against the run's budget (its rate seeded from earlier runs' throughput records)."""
+    if ledger is None:
+        return EngineCache(open_call_cache(cfg))
+    from charter import throughput
+    from charter.planning import throughput_dir
+
+    def meter(engine: Any, node: DictConfig) -> SpendMeter:
+        fingerprint = engine_fingerprint(engine, node)
+        for kind in ("generate", "choice_logprobs"):
+            found = throughput.rate(throughput_dir(cfg), kind, engine.model_id, fingerprint)
+            if found is not None:
+                ledger.seconds_per_unit.setdefault(kind, found.seconds_per_unit)
+        return SpendMeter(engine, ledger)
+
+    return EngineCache(open_call_cache(cfg), wrap=meter)
+
+
+def run_budget(cfg: DictConfig) -> Budget:
+    """``budget.*`` of a run config, checked (each a positive number or null)."""
+    node = cfg.get("budget")
+    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    assert isinstance(values, dict)
+    unknown = set(values) - {"max_seconds", "max_tokens", "max_cost"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InputError(f"unknown budget key {key!r}", field=f"budget.{key}")
+    return Budget(**values)
 
 
 def resolved(*nodes: Any) -> list[Any]:
@@ -34,7 +63,11 @@ def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
     batches (vLLM, an OpenAI-compatible server): its throughput comes from seeing every request
     at once, and chunks would leave it idle at each chunk's tail."""
     inner = engine
-    while hasattr(inner, "inner"):  # the call cache and token counter wrap the real engine
+    while True:  # the call cache, token counter and budget meter wrap the real engine
+        if isinstance(inner, SpendMeter):  # a budget stops only between calls: keep them small
+            return cfg.chunk_size
+        if not hasattr(inner, "inner"):
+            break
         inner = inner.inner
     return sys.maxsize if getattr(inner, "schedules_own_batches", False) else cfg.chunk_size
 
@@ -61,3 +94,36 @@ def publish_dataset(
     tmp_parquet = parquet.with_suffix(".parquet.tmp")
     dataset.to_parquet(str(tmp_parquet))
     tmp_parquet.replace(parquet)
+
+
+def record_throughput(cfg: DictConfig, engine: Any, kind: str, units: int, seconds: float) -> None:
+    """Append a stage's throughput beside the call cache for ``charter plan`` (needs the cache's
+    engine fingerprint, so nothing is recorded with ``call_cache=false``)."""
+    from charter import throughput
+    from charter.call_cache import CachedEngine
+    from charter.planning import throughput_dir
+
+    if not isinstance(engine, CachedEngine):
+        return
+    rec = throughput.Record(
+        kind, engine.model_id, engine.model_fingerprint, units, seconds, throughput.now()
+    )
+    throughput.record(throughput_dir(cfg), rec)
+
+
+def write_run_report(cfg: DictConfig, run_dir: Path) -> None:
+    """``report.html`` at the end of a command (``report.enabled``); a report that cannot be
+    made is a warning, since the run's own outputs are complete."""
+    from charter.progress import console
+
+    node = cfg.get("report")
+    if node is None or not node.enabled:
+        return
+    from charter.report import write_report
+
+    try:
+        path = write_report(run_dir, max_pairs=int(node.max_pairs))
+    except InputError as exc:
+        console.print(f"warning: no report: {exc}", markup=False, soft_wrap=True)
+        return
+    console.print(f"report: {path}", soft_wrap=True, highlight=False)
