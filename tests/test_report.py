@@ -677,3 +677,98 @@ def test_real_model_run_report(tmp_path):
     for s in rows(run, "candidates.jsonl"):
         for c in s["candidates"]:
             assert " ".join(c["text"].split()) in texts
+
+
+# --- the run's plan against what it did, and a stop by budget -------------------------------
+
+
+def plan_cells(page: Page, stage: str) -> dict[str, str]:
+    row = page.one("tr", data_plan_stage=stage)
+    return {e.attrs["data-col"]: e.text for e in _descendants(page, row) if "data-col" in e.attrs}
+
+
+def test_plan_against_actual_shows_plan_json_beside_summary_json(runs):
+    # run A planned with nothing cached; run B (A's prompts, one principle edited) with all of
+    # generation and most of the judging already in the cache A filled
+    for name in ("a", "b"):
+        run = runs[name]
+        plan = json.loads((run / "plan.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+        page, _ = page_of(run)
+        for stage in ("generate", "judge"):
+            planned, actual = plan["stages"][stage], summary[stage]
+            error = summary["plan_error"][stage]
+            cells = plan_cells(page, stage)
+            hits, misses = actual["cache"]["hits"], actual["cache"]["misses"]
+            assert cells == {
+                "planned_chats": shown(planned["chats"]),
+                "actual_chats": shown(hits + misses),
+                "chats_error": shown(error["chats"]),
+                "planned_cached": shown(planned["cached"]),
+                "actual_cached": shown(hits),
+                "cached_error": shown(error["cached"]),
+                "planned_new_units": shown(planned["new_units"]),
+                "planned_seconds": shown(planned["seconds"]),
+                "seconds_source": planned["seconds_source"],
+                "actual_seconds": shown(actual["seconds"]),
+                "seconds_ratio": shown(error["seconds_ratio"]),
+            }, (name, stage)
+        assert plan_cells(page, "comparisons") == {
+            "planned": shown(plan["comparisons"]),
+            "actual": shown(summary["judge"]["comparisons"]),
+            "difference": shown(summary["plan_error"]["comparisons"]),
+        }
+        notes = [e.text for e in page.find("li", **{"class": "note"})]
+        assert notes == [" ".join(n.split()) for n in plan["notes"]]
+    b_plan = json.loads((runs["b"] / "plan.json").read_text())
+    assert b_plan["stages"]["generate"]["cached"] == b_plan["stages"]["generate"]["chats"] > 0
+    # A's timings are on record, so B's plan has seconds and the run a ratio to show
+    b_error = json.loads((runs["b"] / "summary.json").read_text())["plan_error"]
+    assert b_error["judge"]["seconds_ratio"] is not None
+
+
+def test_the_judge_stage_shows_the_plans_prompt_tokens(runs):
+    for name, estimated in (("a", True), ("b", False)):
+        run = runs[name]
+        plan = json.loads((run / "plan.json").read_text())
+        page, _ = page_of(run)
+        row = page.one("tr", data_stage="judge")
+        cells = _descendants(page, row)
+        assert cell(cells, "tokens") == shown(plan["stages"]["judge"]["prompt_tokens"]) != "n/a"
+        note = next(e.text for e in cells if e.attrs.get("class") == "note")
+        assert "prompt tokens, from plan.json" in note
+        # A planned before any response existed: its judge chats held placeholders
+        assert ("an estimate" in note) is estimated, (name, note)
+        assert (plan["stages"]["generate"]["new_units"] > 0) is estimated
+
+
+def test_a_run_stopped_by_budget_says_how_to_resume_and_lists_nothing_as_missing(tmp_path, caplog):
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    run = tmp_path / "limited"
+    args = [
+        "run", "experiment=smoke", *FAKE, f"prompts.path={prompts}", "prompts.limit=null",
+        "generator.num_samples=4", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        charter_in_process(*args, "budget.max_tokens=900")
+    assert stopped.value.code == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert not (run / "pairs.jsonl").exists() and "plan_error" not in summary
+    with caplog.at_level(logging.WARNING, logger="charter.report"):
+        page, _ = page_of(run)
+    note = page.one("section", id="budget-stop")
+    assert note.attrs["data-finished"] == "false"
+    assert page.one(data_budget="reason").text == summary["budget_stop"]["reason"]
+    assert page.one(data_budget="resume").text == f"charter run run_dir={run}"
+    assert "stopped by budget:" in note.text
+    assert page.find(id="missing") == [] and not caplog.records  # expected, not a warning
+    not_due = [e.text for e in page.find("li", data_not_due=None)]
+    assert any(t.startswith("pairs.jsonl") for t in not_due)
+    # the plan is there, its comparison not made: the stop came before plan_error
+    assert page.one("section", id="plan-section")
+    assert "no plan_error" in " ".join(e.text for e in page.find("td", **{"class": "note"}))
+
+    charter_in_process("run", f"run_dir={run}", "budget.max_tokens=null")
+    page, _ = page_of(run)
+    assert page.one(id="budget-stop").attrs["data-finished"] == "true"
+    assert page.find("section", id="budget-stop") == []

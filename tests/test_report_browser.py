@@ -209,3 +209,40 @@ def test_diff_report_in_chromium_lists_the_engineered_flips(browser, runs, tmp_p
     ).is_visible()
     page.screenshot(path=str(tmp_path / "diff_report.png"), full_page=True)
     opened.close()
+
+
+def test_plan_section_and_train_curves_in_chromium(browser, runs, tmp_path):
+    run = runs["a"]
+    opened = Opened(browser, write_report(run))
+    page = opened.page
+    plan = json.loads((run / "plan.json").read_text())
+    section = page.locator("#plan-section")
+    assert section.is_visible()
+    for stage in ("generate", "judge"):
+        row = section.locator(f'tr[data-plan-stage="{stage}"]')
+        assert row.locator('[data-col="planned_chats"]').inner_text() == shown(
+            plan["stages"][stage]["chats"]
+        )
+    opened.close()
+
+    # a DPO output as `charter train` leaves it: metrics.json and TRL's per-step log
+    out = tmp_path / "dpo"
+    out.mkdir()
+    log = [
+        {"loss": 0.7 - 0.1 * s, "rewards/chosen": 0.05 * s, "rewards/rejected": -0.05 * s,
+         "rewards/margins": 0.1 * s, "rewards/accuracies": 1.0, "kl": 0.01 * s,
+         "learning_rate": 1e-6, "epoch": s / 4, "step": s}
+        for s in range(1, 5)
+    ]  # fmt: skip
+    (out / "log_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    metrics = {"trainer": "DPOSettings", "losses": [r["loss"] for r in log]}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    opened = Opened(browser, write_report(out))
+    page = opened.page
+    for plot in ("loss", "reward", "kl", "accuracy", "learning_rate"):
+        figure = page.locator(f"#plot-log-{plot}")
+        assert figure.is_visible() and figure.locator("svg").count() == 1, plot
+    assert "rewards/margins" in page.locator("#plot-log-reward figcaption").inner_text()
+    assert page.locator("#not-recorded").count() == 0
+    page.screenshot(path=str(tmp_path / "train_report.png"), full_page=True)
+    opened.close()

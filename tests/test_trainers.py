@@ -206,3 +206,147 @@ def test_wilson_interval() -> None:
     lo, hi = wilson_interval(10, 20)
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.4, abs=0.03)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+# --- TRL's per-step log, kept beside the model ------------------------------------------------
+
+
+def step_log(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "log_history.jsonl").read_text().splitlines()]
+
+
+def test_dpo_through_charter_train_keeps_trls_step_log_and_the_page_plots_it(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    from charter.commands.train import train
+    from charter.report import build_report
+    from tests.test_configs import compose_all
+    from tests.test_report import Page
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(8)))
+    cfg = compose_all(
+        "train",
+        [
+            "trainer=dpo",
+            f"data={data}",
+            f"trainer.policy={tiny_llama}",
+            "trainer.optim.max_steps=3",
+            "trainer.optim.device=cpu",
+            "trainer.optim.learning_rate=1e-3",
+            "trainer.optim.max_length=128",
+        ],
+    )
+    out = tmp_path / "out"
+    train(cfg, out)
+    log = step_log(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # one row per optimiser step (logging_steps=1), TRL's own keys, the loss metrics.json kept
+    assert [row["step"] for row in log] == [1, 2, 3]
+    assert [round(row["loss"], 5) for row in log] == metrics["losses"]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen"):
+        assert all(isinstance(row[key], float) for row in log), key
+    assert not any("train_runtime" in row for row in log)  # TRL's closing summary is no step
+
+    page = Page(build_report(out).html)
+    plots = {e.attrs["id"] for e in page.find("figure")}
+    assert {"plot-log-loss", "plot-log-reward", "plot-log-logps"} <= plots
+    caption = next(e.text for e in page.find("figcaption") if e.text.startswith("reward "))
+    assert "rewards/chosen" in caption and "rewards/margins" in caption
+    assert page.find(id="not-recorded") == []  # what TRL logs is recorded now
+    assert "log_history.jsonl" in page.one(id="per-step-sources").text
+
+
+@pytest.mark.parametrize("method", ["reward", "sft", "grpo"])
+def test_every_trl_trainer_writes_one_log_row_per_step(
+    tiny_llama: Path, tmp_path: Path, method: str
+) -> None:
+    optim = Optimisation(learning_rate=1e-3, max_steps=2, **CPU)
+    if method == "reward":
+        pairs = Dataset.from_list(pair_rows(4))
+        settings = RewardSettings(base_model=str(tiny_llama), eval_fraction=0.0, optim=optim)
+        result = train_reward(settings, pairs, Provenance.of(pairs, Path("run")), tmp_path)
+    elif method == "sft":
+        rows = [{"prompt": [{"role": "user", "content": f"q{i}"}],
+                 "completion": [{"role": "assistant", "content": "A kind answer."}]}
+                for i in range(4)]  # fmt: skip
+        examples = Dataset.from_list(rows)
+        settings = SFTSettings(policy=str(tiny_llama), optim=optim)
+        result = train_sft(settings, examples, Provenance("sft", 4, [], [], []), tmp_path)
+    else:
+        prompts = [
+            PromptRecord(f"p{i}", [{"role": "user", "content": f"q{i}"}], "t") for i in range(4)
+        ]
+        settings = RLSettings(
+            policy=str(tiny_llama), num_generations=2, max_completion_length=4, optim=optim
+        )
+
+        def shorter(prompts, completions, **_):
+            return [-float(len(c[-1]["content"])) for c in completions]
+
+        result = train_rl(settings, prompts, shorter, Provenance("p", 4, [], [], []), tmp_path)
+    log = step_log(tmp_path)
+    assert [row["step"] for row in log] == [1, 2]
+    assert [row["loss"] for row in log] == pytest.approx(result.losses)
+    assert all(isinstance(v, (int, float)) or v is None for row in log for v in row.values())
+    if method == "grpo":  # the policy-shift figures the page plots
+        assert [row["reward"] for row in log] == result.metrics["mean_reward_per_step"]
+        assert all("kl" in row for row in log)
+
+
+def test_online_dpo_gathers_every_rounds_steps_in_one_log(tiny_llama: Path, tmp_path: Path):
+    from charter.commands.train import train
+    from charter.report import build_report
+    from tests.test_loop import compose
+    from tests.test_report import Page
+
+    cfg = compose(
+        tiny_llama,
+        "trainer=online_dpo",
+        "trainer.rounds=2",
+        "trainer.prompts_per_round=2",
+        "trainer.dpo.optim.max_steps=2",
+        "trainer.dpo.optim.device=cpu",
+        "generator.sampling.max_new_tokens=6",
+    )
+    train(cfg, tmp_path)
+    rounds = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    trained = [r["round"] for r in rounds if "skipped" not in r]
+    log = step_log(tmp_path)
+    assert [(row["round"], row["step"]) for row in log] == [(r, s) for r in trained for s in (1, 2)]
+    for r in trained:  # each round's own log, unchanged, under its folder
+        assert [{"round": r, **row} for row in step_log(tmp_path / f"round_{r}")] == [
+            row for row in log if row["round"] == r
+        ]
+    page = Page(build_report(tmp_path).html)
+    assert page.one(id="plot-log-reward") and page.find(id="not-recorded") == []
+
+
+@pytest.mark.slow
+def test_real_smollm2_dpo_steps_are_logged_and_plotted(tmp_path: Path) -> None:
+    """Two DPO steps on the real SmolLM2-135M: TRL's log has a row per step with the implied
+    rewards of chosen and rejected, and the train page plots them."""
+    from charter.report import build_report
+    from tests.engine_fixtures import smollm2_dir
+    from tests.test_report import Page
+
+    pairs = Dataset.from_list(pair_rows(4))
+    settings = DPOSettings(
+        policy=str(smollm2_dir()),
+        label_smoothing=0.0,
+        optim=Optimisation(learning_rate=1e-5, max_steps=2, **CPU),
+    )
+    result, _ = train_dpo(settings, pairs, Provenance.of(pairs, Path("run")), tmp_path)
+    log = step_log(tmp_path)
+    assert [row["step"] for row in log] == [1, 2]
+    assert [row["loss"] for row in log] == pytest.approx(result.losses)
+    # step 1 is taken at the reference itself: both implied rewards are 0, then they part
+    assert log[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert log[1]["rewards/margins"] != pytest.approx(0.0, abs=1e-9)
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"trainer": "DPOSettings", "losses": result.losses})
+    )
+    page = Page(build_report(tmp_path).html)
+    assert {"plot-log-loss", "plot-log-reward", "plot-log-logps"} <= {
+        e.attrs["id"] for e in page.find("figure")
+    }

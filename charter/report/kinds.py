@@ -3,8 +3,9 @@
 Each charter command leaves a recognisable set of files: ``charter run`` the stage files and
 ``summary.json``; a revise run ``revisions.jsonl``; ``eval-judge`` a ``metrics.json`` with an
 agreement; ``calibrate`` a ``calibration.json``; a judge comparison sweep ``comparison.json``;
-``train`` a ``metrics.json`` naming its trainer (or the loop's ``loop_metrics.json``). The files,
-not the directory name, decide, so a renamed or moved directory still gets the right page.
+``train`` a ``metrics.json`` naming its trainer, a per-step log (TRL's ``log_history.jsonl``,
+PPO's ``ppo_log.jsonl``) or the loop's ``loop_metrics.json``. The files, not the directory name,
+decide, so a renamed or moved directory still gets the right page.
 """
 
 from __future__ import annotations
@@ -52,15 +53,17 @@ def run_kind(run_dir: Path) -> RunKind:
         return "calibrate"
     if (run_dir / "comparison.json").is_file():
         return "judge_comparison"
-    if (run_dir / "loop_metrics.json").is_file() or (run_dir / "ppo_log.jsonl").is_file():
+    train_logs = ("loop_metrics.json", "ppo_log.jsonl", "log_history.jsonl")
+    if any((run_dir / name).is_file() for name in train_logs):
         return "train"
     metrics = read_json(run_dir / "metrics.json")
     if isinstance(metrics, dict) and "trainer" in metrics:
         return "train"
     if isinstance(metrics, dict) and "agreement" in metrics:
         return "eval_judge"
-    stages = {"generate", "judge", "pairs"} & set(summary)
-    if stages or any((run_dir / name).is_file() for name in PIPELINE_FILES):
+    # a run stopped by its budget during generate has only its plan and its stop on record
+    stages = {"generate", "judge", "pairs", "budget_stop"} & set(summary)
+    if stages or any((run_dir / name).is_file() for name in (*PIPELINE_FILES, "plan.json")):
         return "pipeline"
     raise InputError(
         "nothing a report can show: no summary.json, candidates.jsonl, judgments.jsonl, "

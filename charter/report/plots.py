@@ -120,17 +120,29 @@ def bars(values: Sequence[tuple[str, float]], xlabel: str, name: str) -> Markup:
     return to_svg(fig, name)
 
 
-def lines(series: dict[str, Sequence[float | None]], xlabel: str, ylabel: str, name: str) -> Markup:
-    """One line per series against its step (1-based); a None is a gap."""
+def lines(
+    series: dict[str, Sequence[float | None]],
+    xlabel: str,
+    ylabel: str,
+    name: str,
+    steps: Sequence[int] | None = None,
+) -> Markup:
+    """One line per series against its step; a None is a gap.
+
+    ``steps`` are the x values shared by every series (default 1, 2, ...), so a long log can be
+    thinned without renumbering its steps. Markers only where there are few points to mark.
+    """
     fig, ax = _figure()
     for colour, (label, ys) in zip(_COLOURS * 4, series.items(), strict=False):
-        points = [(i + 1, y) for i, y in enumerate(ys) if y is not None]
+        xs_all = steps if steps is not None else range(1, len(ys) + 1)
+        points = [(x, y) for x, y in zip(xs_all, ys, strict=False) if y is not None]
         if points:
             xs, vs = zip(*points, strict=True)
-            ax.plot(xs, vs, color=colour, marker="o", markersize=3, label=_plain(label))
+            marker = {"marker": "o", "markersize": 3} if len(points) <= 60 else {}
+            ax.plot(xs, vs, color=colour, label=_plain(label), **marker)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(_plain(ylabel))
     if len(series) > 1:
         ax.legend(fontsize="small")
     return to_svg(fig, name)

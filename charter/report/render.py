@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 REPORT = "report.html"
 SCATTER_POINTS = 2000
 """At most this many comparisons in the length scatter plot: an SVG point is ~200 bytes."""
+LINE_POINTS = 1000
+"""At most this many steps per training curve (every k-th step of a longer run)."""
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,14 @@ def _judge_eval(run_dir: Path, kind: str) -> tuple[str, dict[str, Any], list[str
 
 def _train(run_dir: Path) -> tuple[str, dict[str, Any], list[str]]:
     facts = gather_train(run_dir)
-    figures = {
-        s.key: plots.lines({s.label: s.values}, "step", s.label, f"train-{i}")
-        for i, s in enumerate(facts.series)
-    }
+    figures = {}
+    for i, chart in enumerate(facts.charts):
+        steps = _thin(list(range(1, max(len(s.values) for s in chart.series) + 1)), LINE_POINTS)
+        curves = {
+            s.label: [s.values[x - 1] if x <= len(s.values) else None for x in steps]
+            for s in chart.series
+        }
+        figures[chart.key] = plots.lines(curves, chart.xlabel, chart.title, f"train-{i}", steps)
     return "train.html.jinja2", {"facts": facts, "plots": figures}, facts.missing
 
 

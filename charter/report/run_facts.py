@@ -4,14 +4,16 @@ The headline figures are the ones ``charter run`` itself wrote to ``summary.json
 written, so the page and the terminal table never disagree. What summary.json does not hold
 (per-principle figures, the length bias, each comparison's fate) is computed here from
 ``judgments.jsonl``, ``pairs.jsonl``, ``candidates.jsonl`` and ``rejects.jsonl``. A run that
-stopped early gets a page of what exists and a list of what is missing.
+stopped early gets a page of what exists and a list of what is missing; one stopped by a budget
+gets a note saying how to resume instead, since its later files are not due yet. The run's own
+plan (``plan.json``) is set beside its actual figures (:mod:`charter.report.plan_facts`).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from omegaconf import OmegaConf
 from charter import run_files, run_state
 from charter.jsonl import read_jsonl
 from charter.records import CandidateSet, Judgment, from_row
+from charter.report.plan_facts import BudgetStop, PlanCheck, gather_budget_stop, gather_plan
 from charter.report.table_rows import Response, TableRow, judge_notes
 
 
@@ -85,6 +88,10 @@ class RunFacts:
     judgments: list[Judgment]
     missing: list[str]
     settings: dict[str, Any]
+    plan: PlanCheck | None = None
+    budget_stop: BudgetStop | None = None
+    not_due: list[str] = field(default_factory=list)
+    """What a run stopped by its budget has not written yet: expected, not a warning."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -165,21 +172,38 @@ def _drops(summary: dict[str, Any], rejects: list[dict[str, Any]]) -> list[Drop]
     return drops
 
 
-def _cost(stage: str, section: dict[str, Any] | None, tokens_key: str | None) -> StageCost:
-    if section is None:
-        return StageCost(stage, None, None, None, None, "not run")
+def _cost(
+    stage: str, section: dict[str, Any] | None, tokens: int | None, tokens_note: str
+) -> StageCost:
+    if section is None:  # a plan's tokens are not spent until the stage runs
+        planned = f"plan.json expects {tokens} prompt tokens" if tokens is not None else ""
+        return StageCost(
+            stage, None, None, None, None, "; ".join(x for x in ("not run", planned) if x)
+        )
     cache = section.get("cache") or {}
     note = "" if section.get("cache") else "call cache off"
-    if tokens_key is None:
-        note = "; ".join(x for x in (note, "tokens not recorded for this stage") if x)
     return StageCost(
         stage=stage,
         seconds=section.get("seconds"),
-        tokens=section.get(tokens_key) if tokens_key else None,
+        tokens=tokens,
         cache_hits=cache.get("hits"),
         cache_misses=cache.get("misses"),
-        note=note,
+        note="; ".join(x for x in (note, tokens_note) if x),
     )
+
+
+def _judge_tokens(plan: PlanCheck | None) -> tuple[int | None, str]:
+    """The judge's prompt tokens and how the page labels them: the pipeline does not count
+    them, but the run's plan did, with the judge's own tokenizer, for every chat."""
+    if plan is None or plan.judge_prompt_tokens is None:
+        return None, "tokens not recorded for this stage (no plan.json)"
+    note = "tokens: prompt tokens, from plan.json (every chat, cached or not)"
+    if plan.judge_tokens_estimated:
+        note += (
+            "; an estimate: responses not generated yet when the run planned were counted as "
+            "placeholders of max_new_tokens tokens"
+        )
+    return plan.judge_prompt_tokens, note
 
 
 def _headline(
@@ -290,21 +314,38 @@ def comparison_rows(
     return rows
 
 
+STEPS = (
+    (run_files.CANDIDATES, "generate"),
+    (run_files.JUDGMENTS, "judge"),
+    (run_files.PAIRS, "pairs"),
+)
+
+
+def finished(summary: dict[str, Any]) -> bool:
+    """Whether every stage has its completion mark."""
+    return all(stage in summary.get(run_state.STAGES_KEY, {}) for _, stage in STEPS)
+
+
+def _not_due(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """A budget-stopped run's unwritten files and unfinished stages, as the note lists them."""
+    done = summary.get(run_state.STAGES_KEY, {})
+    return [
+        f"{name}: the {stage} stage has not finished"
+        for name, stage in STEPS
+        if stage not in done or not (run_dir / name).is_file()
+    ]
+
+
 def _missing(run_dir: Path, summary: dict[str, Any]) -> list[str]:
-    steps = (
-        (run_files.CANDIDATES, "generate"),
-        (run_files.JUDGMENTS, "judge"),
-        (run_files.PAIRS, "pairs"),
-    )
     missing = [
         f"{name}: the {stage} stage has not written it (charter {stage} run_dir={run_dir})"
-        for name, stage in steps
+        for name, stage in STEPS
         if not (run_dir / name).is_file()
     ]
     if not summary:
         missing.append("summary.json: no stage figures (times, cache reuse) were recorded")
     done = summary.get(run_state.STAGES_KEY, {})
-    for name, stage in steps:
+    for name, stage in STEPS:
         if summary and (run_dir / name).is_file() and stage not in done:
             missing.append(f"the {stage} stage has no completion mark: it may have been cut short")
     return missing
@@ -320,9 +361,12 @@ def gather_run(run_dir: Path) -> RunFacts:
     pairs = read_rows(run_dir, run_files.PAIRS)
     rejects = read_rows(run_dir, run_files.REJECTS) or []
     lengths = {c.candidate_id: len(c.text) for s in sets for c in s.candidates}
+    plan = gather_plan(run_dir, summary)
+    stop = gather_budget_stop(run_dir, summary, finished(summary))
+    generated = (summary.get("generate") or {}).get("generated_tokens")
     costs = [
-        _cost("generate", summary.get("generate"), "generated_tokens"),
-        _cost("judge", summary.get("judge"), None),
+        _cost("generate", summary.get("generate"), generated, "tokens: generated tokens"),
+        _cost("judge", summary.get("judge"), *_judge_tokens(plan)),
     ]
     if "pairs" in summary:
         costs.append(StageCost("pairs", None, None, None, None, "seconds not recorded"))
@@ -336,6 +380,9 @@ def gather_run(run_dir: Path) -> RunFacts:
         principles=principle_stats(judgments, pairs or [], lengths),
         rows=comparison_rows(judgments, sets, pairs, rejects, settings),
         judgments=judgments,
-        missing=_missing(run_dir, summary),
+        missing=_missing(run_dir, summary) if stop is None or stop.finished else [],
         settings=settings,
+        plan=plan,
+        budget_stop=stop,
+        not_due=_not_due(run_dir, summary) if stop is not None and not stop.finished else [],
     )

@@ -7,6 +7,7 @@ each trainer file only says what is specific to its method.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +133,52 @@ def trl_config(config_cls: type, out_dir: Path, optim: Optimisation, **specific:
 def losses_of(trainer: Any) -> list[float]:
     """The training loss logged at every step."""
     return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
+
+LOG_HISTORY = "log_history.jsonl"
+"""TRL's per-step log, one row per logged step, in a trainer's output folder."""
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite number as it is; NaN and infinity as None, so the file stays strict JSON."""
+    if isinstance(value, int):
+        return value
+    return float(value) if math.isfinite(value) else None
+
+
+def step_logs(trainer: Any) -> list[dict[str, float | int | None]]:
+    """TRL's ``state.log_history`` rows for the logged steps, numbers only.
+
+    The trainer logs every step (``logging_steps=1``) with whatever its method measures: loss,
+    rewards and margins (DPO, reward), KL, rewards per function and completion lengths (GRPO,
+    RLOO). The closing summary TRL appends (``train_runtime``, mean ``train_loss``) is not a
+    step and is left out; so are values that are not numbers.
+    """
+    rows = []
+    for entry in trainer.state.log_history:
+        if "train_runtime" in entry:
+            continue
+        row = {
+            key: _number(value)
+            for key, value in entry.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        if row:
+            rows.append(row)
+    return rows
+
+
+def write_step_logs(trainer: Any, out_dir: Path) -> Path:
+    """Write :func:`step_logs` to ``out_dir/log_history.jsonl`` (all or nothing).
+
+    TRL keeps this log only in memory; written out, the per-step reward, margin and KL can be
+    plotted after the run (``charter report``) instead of only the loss.
+    """
+    from charter.jsonl import write_jsonl_atomic
+
+    path = out_dir / LOG_HISTORY
+    write_jsonl_atomic(path, step_logs(trainer))
+    return path
 
 
 def save_model(trainer: Any, dest: Path) -> Path:

@@ -30,6 +30,7 @@ from charter.trainers.common import (
     model_path,
     save_model,
     trl_config,
+    write_step_logs,
 )
 from charter.trainers.data import Provenance
 from charter.trainers.model_card import write_model_card
@@ -137,6 +138,7 @@ def train_dpo(
         peft_config=settings.lora.peft_config("CAUSAL_LM"),
     )
     trainer.train()
+    write_step_logs(trainer, out_dir)
     losses = losses_of(trainer)
     model_dir = save_model(trainer, out_dir / "model")
     del trainer

@@ -4,7 +4,9 @@ Each round samples from the *current* policy with the generate stage, judges the
 the constitution with the judge stage, selects pairs with the pairs stage, and takes a DPO step
 on them; the next round samples from the updated model. These are the pipeline's own stage
 functions, so online and offline data are made the same way and differ only in whose samples
-are judged. Every round's candidates, judgments and pairs are kept under ``round_N/``.
+are judged. Every round's candidates, judgments and pairs are kept under ``round_N/``, with its
+DPO step's TRL log; ``log_history.jsonl`` at the top gathers every round's steps in order, each
+row with its ``round``.
 
 Over-optimisation guard. Before each round's DPO step, the policy's drift from the starting
 model is measured on that round's own samples: the mean of log pi(y|x) - log pi_ref(y|x) over
@@ -30,11 +32,12 @@ from charter.constitution import Constitution
 from charter.errors import InputError
 from charter.generators.engine import Engine, SamplingSettings
 from charter.generators.stage import generate_candidates
+from charter.jsonl import read_jsonl, write_jsonl_atomic
 from charter.judges.protocol import Judge
 from charter.judges.stage import judge_candidates
 from charter.pairs import PairSettings, make_pairs
 from charter.records import CandidateSet, PreferencePair, PromptRecord, to_row
-from charter.trainers.common import TrainResult
+from charter.trainers.common import LOG_HISTORY, TrainResult
 from charter.trainers.data import Provenance
 from charter.trainers.dpo import DPOSettings, train_dpo
 from charter.trainers.ppo import RewardFn
@@ -102,6 +105,7 @@ def train_online_dpo(
         raise InputError("online DPO needs num_samples >= 2 to form pairs", field="num_samples")
     policy = start = str(settings.dpo.policy)
     losses: list[float] = []
+    step_log: list[dict[str, Any]] = []  # every round's DPO steps, in order
     per_round: list[dict[str, Any]] = []
     warnings: list[str] = []
     stopped = "rounds"
@@ -153,10 +157,12 @@ def train_online_dpo(
         step = replace(settings.dpo, policy=str(policy))
         result, _ = train_dpo(step, pairs, Provenance.of(pairs, round_dir), round_dir)
         losses += result.losses
+        step_log += [{"round": r, **row} for _, row in read_jsonl(round_dir / LOG_HISTORY)]
         policy = str(result.model_dir)
         per_round.append({"round": r, "pairs": len(rows), **guard, **result.metrics})
     if result is None:
         raise InputError("no round produced a pair to train on", field="trainer.rounds")
+    write_jsonl_atomic(out_dir / LOG_HISTORY, step_log)
     metrics = {"rounds": per_round, "stopped": stopped, "warnings": warnings}
     return TrainResult(model_dir=Path(policy), losses=losses, metrics=metrics)
 

@@ -23,6 +23,7 @@ from charter.trainers.common import (
     model_path,
     save_model,
     trl_config,
+    write_step_logs,
 )
 from charter.trainers.data import Provenance, split
 from charter.trainers.model_card import write_model_card
@@ -187,6 +188,7 @@ def train_reward(
         peft_config=settings.lora.peft_config("SEQ_CLS"),
     )
     trainer.train()
+    write_step_logs(trainer, out_dir)
     model_dir = save_model(trainer, out_dir / "model")
     losses = losses_of(trainer)
     del trainer  # free the training copy before loading the saved model to score

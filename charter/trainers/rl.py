@@ -27,6 +27,7 @@ from charter.trainers.common import (
     model_path,
     save_model,
     trl_config,
+    write_step_logs,
 )
 from charter.trainers.data import Provenance
 from charter.trainers.model_card import write_model_card
@@ -123,6 +124,7 @@ def train_rl(
         peft_config=settings.lora.peft_config("CAUSAL_LM"),
     )
     trainer.train()
+    write_step_logs(trainer, out_dir)
     losses = losses_of(trainer)
     rewards = [float(h["reward"]) for h in trainer.state.log_history if "reward" in h]
     model_dir = save_model(trainer, out_dir / "model")
