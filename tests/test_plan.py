@@ -103,7 +103,7 @@ def test_budget_stops_cleanly_and_resumes_to_the_unlimited_result(tmp_path: Path
 
     run_dir = tmp_path / "limited"
     cache = f"cache_dir={tmp_path / 'c2'}"
-    args = ["run", *SIZE, *FAKE, cache, f"hydra.run.dir={run_dir}", "report=false"]
+    args = ["run", *SIZE, *FAKE, cache, f"hydra.run.dir={run_dir}"]
     stopped = charter(*args, "budget.max_tokens=900", cwd=tmp_path)
     out = stopped.stdout + stopped.stderr
     assert stopped.returncode == 3, out
@@ -113,6 +113,7 @@ def test_budget_stops_cleanly_and_resumes_to_the_unlimited_result(tmp_path: Path
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["budget_stop"]["tokens"] <= 900
     assert not (run_dir / "pairs.jsonl").exists()
+    assert "stopped by budget" in (run_dir / "report.html").read_text()  # what exists, shown
 
     resumed = charter("run", f"run_dir={run_dir}", "budget.max_tokens=null", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -28,6 +28,7 @@ from charter.commands.shared import (
     run_constitution,
     run_engines,
     stage_chunk_size,
+    write_run_report,
 )
 from charter.dataset_card import CardFacts, judge_section, render_card
 from charter.generators.stage import generate_candidates
@@ -301,7 +302,7 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
             run_revise_path(cfg, run_dir, engines)
         except BudgetReached as exc:
             assert ledger is not None
-            stop_for_budget(run_dir, str(exc), ledger, time.perf_counter() - start)
+            stop_for_budget(cfg, run_dir, str(exc), ledger, time.perf_counter() - start)
         return
     plan = plan_run(cfg, run_dir)
     ran: dict[str, bool] = {}
@@ -316,7 +317,7 @@ def run_all(cfg: DictConfig, run_dir: Path) -> None:
                 console.print(f"{stage}: already complete in this run directory, skipped")
     except BudgetReached as exc:
         assert ledger is not None
-        stop_for_budget(run_dir, str(exc), ledger, time.perf_counter() - start)
+        stop_for_budget(cfg, run_dir, str(exc), ledger, time.perf_counter() - start)
     seconds = round(time.perf_counter() - start, 2)
     summary = run_state.update_summary(run_dir, "run", {"seconds": seconds})
     if plan is not None:
@@ -359,8 +360,11 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return plan
 
 
-def stop_for_budget(run_dir: Path, reason: str, ledger: Ledger, seconds: float) -> None:
-    """Record the stop in ``summary.json``, say so in one line, and exit 3."""
+def stop_for_budget(
+    cfg: DictConfig, run_dir: Path, reason: str, ledger: Ledger, seconds: float
+) -> None:
+    """Record the stop in ``summary.json``, write the report of what exists, say so in one
+    line, and exit 3."""
     run_state.update_summary(
         run_dir,
         "budget_stop",
@@ -379,4 +383,5 @@ def stop_for_budget(run_dir: Path, reason: str, ledger: Ledger, seconds: float) 
         soft_wrap=True,
         highlight=False,
     )
+    write_run_report(cfg, run_dir)
     raise SystemExit(3)
