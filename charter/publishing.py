@@ -15,7 +15,12 @@ Splits go by a hash of the prompt's messages, not by row, so every pair of one p
 the same split and a prompt never leaks from train into test. The upload uses
 ``huggingface_hub`` with the token from the environment (``HF_TOKEN`` by default); the token is
 passed to the client only, never printed, logged or written. Any failure to reach the Hub ends
-in one line naming the repo, and the Hub gets nothing: a folder upload is a single commit.
+in one line naming the repo, and the Hub is left as it was: a folder upload is a single commit,
+and a repo this call created is deleted again if the commit fails, so a rerun starts clean.
+
+Only the run's own files go into the folder: a source that resolves outside the run directory
+(a symlink, or a ``..`` on the way) is refused, the folder holds no links when it is uploaded,
+and ``out`` never replaces a folder that is not an upload folder.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from charter.review_audit import card_section
 
 REVIEWED_PAIRS = Path("reviewed") / "pairs.jsonl"
 """Pairs with human review labels merged in (``charter review import``); preferred when present."""
+UPLOAD_NAMES = frozenset({"README.md", "data", "sft", "constitution.yaml", "charter_config.yaml"})
+"""What a folder built by :func:`build_upload_folder` holds at its top level."""
 
 
 @dataclass(frozen=True)
@@ -89,17 +96,32 @@ def prompt_split(prompt: list[dict[str, str]], test_fraction: float) -> str:
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
 
 
+def in_run(run_dir: Path, path: Path) -> Path:
+    """``path``, once it is known to stay inside ``run_dir`` when links and ``..`` are followed.
+
+    Whatever a run directory links to would otherwise be read and published as the run's own
+    (a README.md linked to a secret, say), so such a source is refused.
+    """
+    if not path.resolve().is_relative_to(run_dir.resolve()):
+        raise InputError(
+            "refusing to publish a file that leads outside the run directory (a symlink or "
+            "'..'); copy it into the run instead",
+            file=str(path),
+        )
+    return path
+
+
 def pairs_source(run_dir: Path) -> Path:
     """The pairs to publish: the human-reviewed ones if the run has them, else ``pairs.jsonl``."""
     reviewed = run_dir / REVIEWED_PAIRS
     if reviewed.exists():
-        return reviewed
+        return in_run(run_dir, reviewed)
     path = run_dir / run_files.PAIRS
     if not path.exists():
         raise InputError(
             f"no pairs to publish; run `charter pairs run_dir={run_dir}` first", file=str(path)
         )
-    return path
+    return in_run(run_dir, path)
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
@@ -107,6 +129,7 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():
         raise InputError("not a charter run directory (no .hydra/config.yaml)", file=str(path))
+    in_run(run_dir, path)
     register_resolvers()
     cfg = OmegaConf.load(path)
     try:
@@ -221,7 +244,7 @@ def _write_sft(run_dir: Path, folder: Path, test_fraction: float) -> dict[str, t
     from datasets import Dataset
 
     source = run_dir / run_files.SFT
-    rows = [row for _, row in read_jsonl(source)] if source.exists() else []
+    rows = [row for _, row in read_jsonl(in_run(run_dir, source))] if source.exists() else []
     if not rows:  # no revision run, or every revision was dropped: no sft/ folder at all
         return {}
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
@@ -241,7 +264,7 @@ def _accuracy_estimate(run_dir: Path) -> dict[str, Any] | None:
     report = run_dir / REVIEWED_PAIRS.parent / "report.json"
     if not report.exists():
         return None
-    return json.loads(report.read_text(encoding="utf-8")).get("accuracy_estimate")
+    return json.loads(in_run(run_dir, report).read_text(encoding="utf-8")).get("accuracy_estimate")
 
 
 def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
@@ -261,6 +284,7 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
         raise InputError(
             f"no dataset card; run `charter pairs run_dir={run_dir}` first", file=str(card_path)
         )
+    in_run(run_dir, card_path)
     config = _run_config(run_dir)
     constitution = _constitution_file(run_dir, config, rows)
     exported = [export_row(r, fmt) for r in rows]
@@ -272,6 +296,7 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
     suffix = file_suffix(fmt)
     data_files = {s: f"data/{s}.{suffix}" for s in splits}
     folder = Path(settings.out) if settings.out else run_dir / "upload"
+    _check_replaceable(folder)
     like = Dataset.from_list(exported) if exported and fmt != "jsonl" else None
     with atomic_dir(folder) as tmp:
         (tmp / "data").mkdir()
@@ -297,8 +322,37 @@ def build_upload_folder(run_dir: Path, settings: PublishSettings) -> Path:
     return folder
 
 
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to build over anything but an earlier upload folder: building replaces it whole,
+    and ``out=..`` or ``out=~`` must not take a user's files with it."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise InputError(
+            "exists and is not an upload folder; choose a new folder", file=str(folder)
+        )
+    strangers = sorted(p.name for p in folder.iterdir() if p.name not in UPLOAD_NAMES)
+    if strangers:
+        raise InputError(
+            f"exists and holds files an upload folder does not ({', '.join(strangers[:3])}); "
+            "choose a new folder",
+            file=str(folder),
+        )
+
+
+def _check_no_links(folder: Path) -> None:
+    """Uploads follow links; the folder must hold only its own plain files and folders."""
+    for path in folder.rglob("*"):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise InputError(
+                "refusing to upload a link or special file from the upload folder",
+                file=str(path),
+            )
+
+
 def copy_to_target(folder: Path, target: str, repo_id: str) -> Path:
     """Publish to a local folder standing in for the Hub: ``TARGET/ORG/NAME``, replaced whole."""
+    _check_no_links(folder)
     dest = Path(target).expanduser() / repo_id
     with atomic_dir(dest) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)
@@ -306,39 +360,79 @@ def copy_to_target(folder: Path, target: str, repo_id: str) -> Path:
 
 
 def upload(folder: Path, settings: PublishSettings) -> str:
-    """Create the dataset repo if needed and upload ``folder`` as one commit; return its URL.
+    """Upload ``folder`` to the dataset repo as one commit, creating the repo if needed.
+
+    A repo this call creates is deleted again if the upload fails, so a failure never leaves an
+    empty repo behind and a rerun starts as the first try did; a repo that existed is left as it
+    was (the commit either lands whole or not at all).
+
+    Returns:
+        the dataset's URL.
 
     Raises:
         InputError: no token, or the Hub could not be reached or refused; one line, without the
-            token, and nothing uploaded (a folder upload is a single commit).
+            token.
     """
+    _check_no_links(folder)
     token = os.environ.get(settings.token_env) or None
     if token is None:
         raise InputError(
             f"no Hub token: set {settings.token_env} (or dry_run=true to only build the folder)",
             field=settings.token_env,
         )
+    created = False
     try:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-        api.create_repo(
-            settings.repo_id, repo_type="dataset", private=settings.private, exist_ok=True
-        )
+        created = _create_if_missing(api, settings)
         api.upload_folder(
             repo_id=settings.repo_id,
             repo_type="dataset",
             folder_path=str(folder),
             commit_message="charter publish",
         )
-    except Exception as exc:  # network, auth, offline mode: all end the same way for the user
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except BaseException as exc:  # network, auth, offline mode: all end the same way for the user
+        left = _undo_create(api, settings.repo_id) if created else "nothing was uploaded"
+        if not isinstance(exc, Exception):  # Ctrl-C: the repo is cleaned up, the stop goes on
+            raise
         raise InputError(
-            f"could not publish to the Hub ({reason.replace(token, '***')}); nothing was "
-            f"uploaded; the complete folder is at {folder}",
+            f"could not publish to the Hub ({_reason(exc, token)}); {left}; the complete folder "
+            f"is at {folder}, rerun to publish it",
             field="repo_id",
         ) from None
     return f"https://huggingface.co/datasets/{settings.repo_id}"
+
+
+def _create_if_missing(api: Any, settings: PublishSettings) -> bool:
+    """Create the dataset repo unless it exists; True only if this call created it."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if api.repo_exists(settings.repo_id, repo_type="dataset"):
+        return False
+    try:
+        api.create_repo(settings.repo_id, repo_type="dataset", private=settings.private)
+    except HfHubHTTPError as exc:
+        # created by someone else in between: theirs, never to be deleted on our failure
+        if exc.response is not None and exc.response.status_code == 409:
+            return False
+        raise
+    return True
+
+
+def _reason(exc: BaseException, token: str) -> str:
+    """An exception's type and first line, with the token masked should the client echo it."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}".replace(token, "***")
+
+
+def _undo_create(api: Any, repo_id: str) -> str:
+    """Delete the repo this upload created; say what is left on the Hub."""
+    try:
+        api.delete_repo(repo_id, repo_type="dataset", missing_ok=True)
+    except Exception:
+        return f"nothing was uploaded, but the empty repo {repo_id} it created could not be deleted"
+    return "nothing was uploaded and the repo it created was deleted"
 
 
 def publish(run_dir: Path, settings: PublishSettings) -> str:

@@ -192,3 +192,79 @@ def test_a_revision_run_publishes_its_sft_rows_as_a_second_config(tmp_path: Path
     test_prompts = {json.dumps(r["prompt"]) for r in load_dataset(str(folder))["test"]}
     if "test" in sft:
         assert {json.dumps(r["prompt"]) for r in sft["test"]} >= test_prompts
+
+
+class FakeHub:
+    """``huggingface_hub.HfApi`` over an in-memory Hub: repo -> files, one commit at a time.
+
+    ``fail_uploads`` uploads fail midway: the client has sent part of the files when the
+    connection drops, so (as on the Hub) the commit never lands.
+    """
+
+    repos: dict[str, dict[str, bytes]] = {}
+    fail_uploads = 0
+    deleted: list[str] = []
+
+    def __init__(self, token: str | None = None) -> None:
+        assert token == TOKEN
+
+    def repo_exists(self, repo_id: str, *, repo_type: str | None = None) -> bool:
+        return repo_id in self.repos
+
+    def create_repo(self, repo_id: str, *, repo_type: str | None = None, **_: object) -> str:
+        assert repo_id not in self.repos  # the Hub answers 409 here
+        self.repos[repo_id] = {".gitattributes": b""}
+        return repo_id
+
+    def delete_repo(self, repo_id: str, *, repo_type: str | None = None, **_: object) -> None:
+        FakeHub.deleted.append(repo_id)
+        self.repos.pop(repo_id, None)
+
+    def upload_folder(self, *, repo_id: str, folder_path: str, **_: object) -> None:
+        files = {
+            str(p.relative_to(folder_path)): p.read_bytes()
+            for p in sorted(Path(folder_path).rglob("*"))
+            if p.is_file()
+        }
+        if FakeHub.fail_uploads:
+            FakeHub.fail_uploads -= 1
+            raise ConnectionError(f"connection reset after {len(files) // 2} files ({TOKEN})")
+        self.repos[repo_id] |= files
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> type[FakeHub]:
+    import huggingface_hub
+
+    monkeypatch.setattr(FakeHub, "repos", {})
+    monkeypatch.setattr(FakeHub, "deleted", [])
+    monkeypatch.setattr(FakeHub, "fail_uploads", 0)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return FakeHub
+
+
+def test_a_failed_upload_leaves_no_repo_it_created_and_a_rerun_completes(
+    run: Path, hub: type[FakeHub]
+) -> None:
+    hub.fail_uploads = 1
+    with pytest.raises(InputError) as failure:
+        publish(run, PublishSettings(repo_id="org/new"))
+    assert hub.repos == {} and hub.deleted == ["org/new"]  # no empty repo is left behind
+    message = str(failure.value)
+    assert "\n" not in message and TOKEN not in message and "connection reset" in message
+    assert "the repo it created was deleted" in message
+    assert publish(run, PublishSettings(repo_id="org/new")).startswith("published org/new")
+    folder = run / "upload"
+    sent = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert set(hub.repos["org/new"]) == sent | {".gitattributes"}
+
+
+def test_a_failed_upload_to_an_existing_repo_leaves_it_as_it_was(
+    run: Path, hub: type[FakeHub]
+) -> None:
+    hub.repos["org/old"] = {"README.md": b"earlier"}
+    hub.fail_uploads = 1
+    with pytest.raises(InputError, match="nothing was uploaded; the complete folder"):
+        publish(run, PublishSettings(repo_id="org/old"))
+    assert hub.repos == {"org/old": {"README.md": b"earlier"}} and hub.deleted == []

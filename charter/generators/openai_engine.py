@@ -2,9 +2,11 @@
 
 Plain standard-library HTTP in a bounded thread pool: the requests are independent, the server
 batches them, and charter gains no dependency. Transient failures (429, 5xx, timeouts, dropped
-connections) are retried with exponential backoff and jitter; anything else fails at once with
-the server's own message. The API key is read from the environment, sent only in the
-``Authorization`` header, and never logged, raised or written anywhere.
+connections, a body cut short or not JSON) are retried with exponential backoff and jitter, a
+server's ``Retry-After`` honoured up to 30 s; once the retries run out, or on any other failure,
+the call ends in one line naming the URL and the cause. The API key is read from the
+environment, sent only in the ``Authorization`` header, and never logged, raised or written
+anywhere.
 
 Two ways to talk to the server:
 
@@ -15,8 +17,9 @@ Two ways to talk to the server:
   Continuing a prefilled assistant turn then needs vLLM's ``continue_final_message``
   (``vllm_extensions=True``).
 
-Choice scores come from the server's top-``top_logprobs`` next-token list. A choice missing from
-it gets a floor (the smaller of the last listed log-prob and the log of the unlisted mass: an
+Choice scores come from the server's top-``top_logprobs`` next-token list; an answer without
+that list is one clear error (the server does not return log-probs). A choice missing from it
+gets a floor (the smaller of the last listed log-prob and the log of the unlisted mass: an
 upper bound on its true value), counted in :attr:`OpenAIEngine.floored_scores` and warned about.
 With ``vllm_extensions=True`` and a tokenizer, vLLM's ``logprob_token_ids`` returns the choice
 tokens' own log-probs instead: exact, never floored.
@@ -24,6 +27,7 @@ tokens' own log-probs instead: exact, never floored.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -270,10 +274,18 @@ class OpenAIEngine:
     def _lookup(self, reply: dict, labels: list[str], *, chat: bool) -> dict[str, float]:
         """The log-prob of each label at the first generated position, floored if unlisted."""
         logprobs = reply["choices"][0].get("logprobs") or {}
-        if chat:
-            listed = {e["token"]: e["logprob"] for e in logprobs["content"][0]["top_logprobs"]}
-        else:
-            listed = dict(logprobs["top_logprobs"][0])
+        try:
+            if chat:
+                entries = logprobs["content"][0]["top_logprobs"]
+                listed = {e["token"]: float(e["logprob"]) for e in entries}
+            else:
+                listed = {k: float(v) for k, v in logprobs["top_logprobs"][0].items()}
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            # not a floor: with no list at all every choice would tie, a silent coin flip
+            raise InputError(
+                f"{self.base_url}: the answer has no top log-probs for its first token, which "
+                "choice scores need; use a server that returns logprobs (vLLM does)"
+            ) from None
         missing = [label for label in labels if label not in listed]
         if missing:
             mass = sum(math.exp(v) for v in listed.values())
@@ -334,7 +346,23 @@ class OpenAIEngine:
                 raise
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, body)
+        """A completion request; its answer must carry choices, each a JSON object."""
+        reply = self._request("POST", path, body)
+        choices = reply.get("choices")
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(c, dict) for c in choices)
+        ):
+            raise InputError(
+                f"POST {self.base_url + path}: the answer has no choices: "
+                f"{self._masked(json.dumps(reply)[:200])}"
+            )
+        return reply
+
+    def _masked(self, text: str) -> str:
+        """``text`` from the server, with the key blanked should the server echo it."""
+        return text.replace(self._api_key, "***") if self._api_key else text
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         """One API call, retried on transient failures; errors name the URL, never the key."""
@@ -350,9 +378,9 @@ class OpenAIEngine:
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read())
+                    raw = response.read()
             except urllib.error.HTTPError as exc:
-                detail = exc.read().decode(errors="replace")[:300]
+                detail = self._masked(_error_body(exc))
                 if exc.code in (401, 403):
                     raise InputError(
                         f"{method} {url}: HTTP {exc.code}, not authorised: check "
@@ -361,8 +389,18 @@ class OpenAIEngine:
                 if exc.code not in RETRY_STATUS:
                     raise InputError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
                 problem, retry_after = f"HTTP {exc.code}", _seconds(exc.headers.get("Retry-After"))
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            except (OSError, http.client.HTTPException) as exc:
+                # refused, reset, timed out, or closed mid-body (IncompleteRead) or mid-header
+                problem, retry_after = _cause(exc), None
+            else:
+                try:
+                    answer = json.loads(raw)
+                except ValueError as exc:  # a body cut short by a proxy, or not JSON at all
+                    problem = f"malformed JSON body ({exc})"
+                else:
+                    if isinstance(answer, dict):
+                        return answer
+                    problem = f"the body is a JSON {type(answer).__name__}, not an object"
                 retry_after = None
             log.info("%s %s failed (%s), attempt %d", method, url, problem, attempt + 1)
         raise InputError(f"{method} {url} failed {self.max_retries + 1} times; last: {problem}")
@@ -373,6 +411,25 @@ class OpenAIEngine:
             return min(retry_after, MAX_BACKOFF_S)
         base = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
         return base / 2 + random.uniform(0, base / 2)
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong with a connection, in a few words for the error line."""
+    if isinstance(exc, http.client.IncompleteRead):
+        return (
+            f"IncompleteRead: the server closed the connection mid-body ({len(exc.partial)} "
+            f"bytes read, {exc.expected} more expected)"
+        )
+    reason = getattr(exc, "reason", None) or exc
+    return f"{type(exc).__name__}: {reason}"
+
+
+def _error_body(exc: urllib.error.HTTPError) -> str:
+    """The start of an HTTP error's body; empty if reading it fails too (a dropped connection)."""
+    try:
+        return exc.read().decode(errors="replace")[:300]
+    except (OSError, http.client.HTTPException):
+        return ""
 
 
 def _seconds(value: str | None) -> float | None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from charter.judges.context import ContextNeed, needs_of
 from charter.judges.protocol import Comparison, Judge
 from charter.records import Judgment
 
@@ -81,15 +82,30 @@ class CascadeJudge:
             return True
         return max(j.p_a, 1.0 - j.p_a) < self.escalate_below
 
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """What the first tier needs: every comparison goes to it. A later tier that cannot
+        read an escalated comparison leaves it to a human (see :meth:`judge`)."""
+        first = self._tier(next(iter(self._builders)))
+        needs = needs_of(first)
+        return needs(comparisons) if needs else [ContextNeed(0, 0) for _ in comparisons]
+
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         decided: list[Judgment | None] = [None] * len(comparisons)
         trail: list[list[dict[str, Any]]] = [[] for _ in comparisons]
         pending = list(range(len(comparisons)))
+        unread: list[int] = []  # escalated, but too long for the next tier's context
         names = list(self._builders)
         for depth, name in enumerate(names):
             if not pending:
                 break
             judge = self._tier(name)
+            needs = needs_of(judge) if depth else None
+            if needs:
+                fits = [n.fits for n in needs([comparisons[i] for i in pending])]
+                unread += [i for i, ok in zip(pending, fits, strict=True) if not ok]
+                pending = [i for i, ok in zip(pending, fits, strict=True) if ok]
+                if not pending:
+                    break
             stats = self.tier_stats[name]
             tokens_before = prompt_tokens_of(judge)
             start = time.perf_counter()
@@ -121,7 +137,7 @@ class CascadeJudge:
             if depth < len(names) - 1:
                 stats.escalated += len(unsure)
             pending = unsure
-        needs_human = set(pending)
+        needs_human = {*pending, *unread}
         out = []
         for i, j in enumerate(decided):
             assert j is not None

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 from charter.generators.engine import Engine, SamplingSettings
+from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import OrderCombine, combine_orders
 from charter.judges.pairwise import SYSTEM_PROMPT, PairwiseLogprobJudge
 from charter.judges.protocol import Comparison
@@ -75,6 +76,16 @@ class PairwiseCoTJudge:
     def _critique_chat(self, comparison: Comparison, *, swapped: bool) -> Chat:
         chat = self._prompt.chat(comparison, swapped=swapped)
         return [*chat[:-1], {"role": "assistant", "content": CRITIQUE_PREFIX}]
+
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, its longer verdict chat: both prefixes, a critique of the full
+        ``critique_tokens`` budget, and the answer token."""
+        prefixes = {"role": "assistant", "content": f"{CRITIQUE_PREFIX} {VERDICT_PREFIX}"}
+        chats = [
+            [[*self._critique_chat(c, swapped=s)[:-1], prefixes] for s in (False, True)]
+            for c in comparisons
+        ]
+        return chat_needs(self.engine, chats, room=self.sampling.max_new_tokens + 1)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """Two batched calls: critiques for every order, then verdicts after them."""

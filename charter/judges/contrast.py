@@ -40,6 +40,7 @@ from typing import Literal
 
 from charter.constitution import Principle
 from charter.generators.engine import Engine
+from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import sigmoid
 from charter.judges.prompting import load_template
 from charter.judges.protocol import Comparison
@@ -116,12 +117,26 @@ class LikelihoodContrastJudge:
         prompt, *replies = self.engine.count_tokens([plain, *with_reply])
         return [max(1, n - prompt) for n in replies]
 
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, the longer of its two chats followed by the longer response (the
+        responses are the choices scored)."""
+        scored = [c for c in comparisons if not _unscorable(c)]
+        chats = []
+        for c in scored:
+            both = self.chats(c.messages, c.principle)
+            replies = [{"role": "assistant", "content": r} for r in (c.response_a, c.response_b)]
+            chats.append([[*chat, reply] for chat in both for reply in replies])
+        needs = iter(chat_needs(self.engine, chats, room=0))
+        limit = self.engine.context_length
+        # an unscorable comparison is a tie the engine never sees
+        return [ContextNeed(0, limit) if _unscorable(c) else next(needs) for c in comparisons]
+
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """One engine call per comparison (its two responses are that call's choices)."""
         judgments = []
         for c in comparisons:
             guided, plain = self.chats(c.messages, c.principle)
-            unscorable = c.response_a == c.response_b or not c.response_a or not c.response_b
+            unscorable = _unscorable(c)
             if unscorable:
                 # identical choices cannot be scored against each other, and an empty reply has
                 # no tokens to score: the contrast has no evidence either way, so it is a tie
@@ -159,3 +174,9 @@ class LikelihoodContrastJudge:
                 )
             )
         return judgments
+
+
+def _unscorable(c: Comparison) -> bool:
+    """Identical choices cannot be scored against each other, and an empty reply has no tokens
+    to score."""
+    return c.response_a == c.response_b or not c.response_a or not c.response_b

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from charter.generators.engine import Engine
+from charter.judges.context import ContextNeed, needs_of
 from charter.judges.debias import sigmoid
 from charter.judges.protocol import Comparison, Judge
 from charter.records import Judgment
@@ -80,6 +81,13 @@ class JuryJudge:
             name: _built(member, engine) for name, member in members.items()
         }
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.members}
+
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, the most any member needs (every member reads every comparison)."""
+        measured = [m(comparisons) for m in map(needs_of, self.members.values()) if m]
+        if not measured:
+            return [ContextNeed(0, self.engine.context_length) for _ in comparisons]
+        return [max(n, key=lambda x: x.tokens - x.limit) for n in zip(*measured, strict=True)]
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """Every member judges the batch; labels are pooled per comparison."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from charter.generators.engine import Engine
+from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import OrderCombine, combine_orders
 from charter.judges.prompting import load_template, render_pairwise
 from charter.judges.protocol import Comparison
@@ -71,6 +72,11 @@ class PairwiseLogprobJudge:
             {"role": "user", "content": user},
             {"role": "assistant", "content": ANSWER_PREFIX},
         ]
+
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, its longer order's chat plus the one answer token."""
+        chats = [[self.chat(c, swapped=s) for s in (False, True)] for c in comparisons]
+        return chat_needs(self.engine, chats, room=1)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """Score every comparison in both orders in one batched engine call."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from charter.constitution import Principle
 from charter.generators.engine import Engine
+from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import sigmoid
 from charter.judges.prompting import load_template, neutralise
 from charter.judges.protocol import Comparison
@@ -80,6 +81,14 @@ class PointwiseScoreJudge:
             for key, lp in zip(unique, logprobs, strict=True)
         }
         return [expected[k] for k in keys]
+
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, its longer response's chat plus the one score token."""
+        chats = [
+            [self.chat(c.messages, c.principle, r) for r in (c.response_a, c.response_b)]
+            for c in comparisons
+        ]
+        return chat_needs(self.engine, chats, room=1)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """Score both responses of every comparison in one batched engine call."""

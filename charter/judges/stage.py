@@ -4,8 +4,10 @@
 merge sort asks about (:mod:`charter.judges.tournament`).
 
 Reads CandidateSet rows, writes Judgment rows and one ranking per prompt. Candidates whose text
-is identical to another's are not compared (a pair of equal responses teaches nothing); the
-skipped comparison is kept as a reject with its reason.
+is identical to another's are not compared (a pair of equal responses teaches nothing), nor is a
+comparison whose judge chat would not fit the judge model's context (see
+:mod:`charter.judges.context`); each skipped comparison is kept as a reject with its reason, and
+the run goes on.
 
 By default one principle is drawn per prompt and all of its pairs are judged under it. The
 Bradley-Terry ranking then orders the candidates on one criterion (mixing criteria within a
@@ -23,6 +25,7 @@ from typing import Literal
 
 from charter.constitution import Constitution
 from charter.errors import InputError
+from charter.judges.context import needs_of
 from charter.judges.principles import draw_principle
 from charter.judges.protocol import Comparison, Judge
 from charter.judges.ranking import bradley_terry, win_rates
@@ -161,8 +164,60 @@ def judge_candidates(
             f"ranking must be 'all_pairs' or 'tournament', got {ranking!r}", field="ranking"
         )
     comparisons, rejects = build_comparisons(sets, constitution, seed, principle_per=principle_per)
-    judgments = judge_in_chunks(comparisons, judge, chunk_size, on_progress)
-    return judgments, rank(sets, judgments), rejects
+    judgments, too_long = judge_what_fits(comparisons, judge, chunk_size, on_progress)
+    return judgments, rank(sets, judgments), [*rejects, *too_long]
+
+
+def fits_judge_context(
+    comparisons: Sequence[Comparison], judge: Judge
+) -> tuple[list[Comparison], list[Reject]]:
+    """Split comparisons into those whose judge chats fit the judge model's context and rejects
+    (with the tokens needed); all fit for a judge that cannot tell (e.g. a reward model, which
+    truncates)."""
+    needs = needs_of(judge)
+    if needs is None or not comparisons:
+        return list(comparisons), []
+    kept, rejects = [], []
+    for c, need in zip(comparisons, needs(comparisons), strict=True):
+        if need.fits:
+            kept.append(c)
+            continue
+        rejects.append(
+            Reject(
+                stage="judge",
+                source=f"{c.candidate_a} vs {c.candidate_b}",
+                field="messages",
+                reason=(
+                    f"judge chat is {need.tokens} tokens with its answer; it exceeds the judge "
+                    f"model's context of {need.limit} tokens"
+                ),
+                row={"prompt_id": c.prompt_id, "tokens": need.tokens, "context": need.limit},
+            )
+        )
+    return kept, rejects
+
+
+def judge_what_fits(
+    comparisons: Sequence[Comparison],
+    judge: Judge,
+    chunk_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[Judgment], list[Reject]]:
+    """:func:`judge_in_chunks`, leaving out (as rejects) the comparisons too long to judge.
+
+    Chunks are cut before the check, so where everything fits the judge gets the very calls it
+    would have got without it.
+    """
+    judgments: list[Judgment] = []
+    rejects: list[Reject] = []
+    for chunk in _whole_prompt_chunks(comparisons, chunk_size):
+        kept, too_long = fits_judge_context(chunk, judge)
+        rejects.extend(too_long)
+        if kept:
+            judgments.extend(judge.judge(kept))
+        if on_progress:
+            on_progress(len(chunk))
+    return judgments, rejects
 
 
 def judge_in_chunks(
@@ -203,23 +258,29 @@ def _tournament(
 
     rounds = TournamentRounds(sets, comparison)
     judgments: list[Judgment] = []
+    too_long: list[Reject] = []
+    asked: set[frozenset[str]] = set()  # judged, or rejected as too long
     while batch := rounds.next_round():
-        done = judge_in_chunks(batch, judge, chunk_size, on_progress)
+        asked |= {frozenset((c.candidate_a, c.candidate_b)) for c in batch}
+        done, skipped = judge_what_fits(batch, judge, chunk_size, on_progress)
         judgments.extend(done)
-        rounds.answer({(j.candidate_a, j.candidate_b): j.p_a for j in done})
+        too_long.extend(skipped)
+        answers = {(c.candidate_a, c.candidate_b): 0.5 for c in batch}  # unjudged: a tie
+        rounds.answer(answers | {(j.candidate_a, j.candidate_b): j.p_a for j in done})
     rankings = rank(sets, judgments, rounds.order)
-    judged = {frozenset((j.candidate_a, j.candidate_b)) for j in judgments}
     ends = [
         comparison(set_of[r.prompt_id], r.order[0], r.order[-1])
         for r in rankings
         if len(r.order) > 1
-        and frozenset((r.order[0], r.order[-1])) not in judged
+        and frozenset((r.order[0], r.order[-1])) not in asked
         and by_id[r.order[0]].text.strip() != by_id[r.order[-1]].text.strip()
     ]
     if ends:
-        judgments.extend(judge_in_chunks(ends, judge, chunk_size, on_progress))
+        done, skipped = judge_what_fits(ends, judge, chunk_size, on_progress)
+        judgments.extend(done)
+        too_long.extend(skipped)
         rankings = rank(sets, judgments, rounds.order)
-    return judgments, rankings, rounds.rejects
+    return judgments, rankings, [*rounds.rejects, *too_long]
 
 
 def _whole_prompt_chunks(

@@ -28,6 +28,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from charter.generators.engine import Engine, SamplingSettings
+from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import OrderCombine, combine_orders
 from charter.judges.pairwise import SYSTEM_PROMPT
 from charter.judges.prompting import load_template, render_pairwise
@@ -73,6 +74,7 @@ class _Order:
     replies: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     verdict: dict[str, Any] | None = None
+    out_of_room: bool = False  # a retry that would not fit the context: abstain instead
 
     def row(self) -> dict[str, Any]:
         return {
@@ -155,18 +157,29 @@ class StructuredVerdictJudge:
             {"role": "user", "content": user},
         ]
 
+    def _sent(self, chats: Sequence[Chat]) -> list[Chat]:
+        """The chats as :meth:`_generate` sends them."""
+        if self.constrained:
+            return list(chats)
+        return [[*chat, {"role": "assistant", "content": PREFILL}] for chat in chats]
+
+    def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
+        """Per comparison, its longer order's first chat plus a full reply; a retry that would
+        not fit after that abstains (see :meth:`_attempt`)."""
+        chats = [self._sent([self.chat(c, swapped=s) for s in (False, True)]) for c in comparisons]
+        return chat_needs(self.engine, chats, room=self.sampling.max_new_tokens)
+
     def _generate(self, chats: Sequence[Chat]) -> list[str]:
         """One reply per chat: constrained where the engine can, else prefilled with ``{``."""
         if self.constrained:
             outs = self.engine.generate(chats, self.sampling, n=1, json_schema=self.schema)  # type: ignore[call-arg]
             return [out[0].text for out in outs]
-        prefilled = [[*chat, {"role": "assistant", "content": PREFILL}] for chat in chats]
-        outs = self.engine.generate(prefilled, self.sampling, n=1)
+        outs = self.engine.generate(self._sent(chats), self.sampling, n=1)
         return [PREFILL + out[0].text for out in outs]
 
     def _attempt(self, orders: Sequence[_Order]) -> None:
         """Generate for every order still without a verdict (one batched call)."""
-        pending = [o for o in orders if o.verdict is None]
+        pending = [o for o in orders if o.verdict is None and not o.out_of_room]
         chats = []
         for order in pending:
             chat = list(order.chat)
@@ -177,6 +190,14 @@ class StructuredVerdictJudge:
                     {"role": "user", "content": retry},
                 ]
             chats.append(chat)
+        if any(order.replies for order in pending):
+            # a retry carries the failed reply: one that leaves no room to answer is not sent
+            sizes = self.engine.count_tokens(self._sent(chats))
+            roomy = [n < self.engine.context_length for n in sizes]
+            for order, fits in zip(pending, roomy, strict=True):
+                order.out_of_room = not fits
+            pending = [o for o, fits in zip(pending, roomy, strict=True) if fits]
+            chats = [c for c, fits in zip(chats, roomy, strict=True) if fits]
         for order, reply in zip(pending, self._generate(chats) if chats else [], strict=True):
             order.replies.append(reply)
             order.verdict, problem = parse_verdict(reply, self.validator)
