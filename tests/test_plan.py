@@ -164,3 +164,35 @@ def test_plan_matches_a_real_model_run(tmp_path: Path) -> None:
     plan = plan_of(tmp_path)
     for stage in ("generate", "judge"):
         assert plan["stages"][stage]["chats"] == plan["stages"][stage]["cached"] > 0, stage
+
+
+def test_cost_is_planned_from_price_per_mtok_and_max_cost_stops_the_run(tmp_path: Path) -> None:
+    """An OpenAI-compatible engine's prices give the plan's cost, and ``budget.max_cost`` stops
+    a run on a (scripted, local) server before it would pass the limit."""
+    from tests.faults.openai_server import FaultScript, openai_run_args, serve
+
+    prices = [
+        f"{role}.engine.price_per_mtok={{input: 1000, output: 4000}}"
+        for role in ("generator", "judge")
+    ]
+    script = FaultScript()
+    script.top_logprobs = [("A", -0.4), ("B", -1.2)]
+    for base_url in serve(script):
+        args = [*openai_run_args(base_url, tmp_path, "report=false"), *prices]
+        planned = charter("plan", *args[1:], "plan.probe=false", cwd=tmp_path)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        plan = json.loads((tmp_path / "run" / "plan.json").read_text())  # its hydra.run.dir
+        gen = plan["stages"]["generate"]
+        # rough token counts (no tokenizer): input at 1000 and at most max_new_tokens per
+        # sample of output at 4000 per million
+        want = (gen["new_prompt_tokens"] * 1000 + gen["max_new_output_tokens"] * 4000) / 1e6
+        assert gen["cost"] == pytest.approx(want, rel=1e-6) and want > 0
+        assert plan["cost"] > gen["cost"]  # the judge's calls cost too
+
+        limit = gen["cost"] / 2
+        stopped = charter(*args, f"budget.max_cost={limit}", "chunk_size=1", cwd=tmp_path)
+        out = stopped.stdout + stopped.stderr
+        assert stopped.returncode == 3, out
+        assert "budget.max_cost" in out and "Traceback" not in out
+        spent = json.loads((tmp_path / "run" / "summary.json").read_text())["budget_stop"]
+        assert 0 < spent["cost"] <= limit

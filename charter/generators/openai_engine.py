@@ -80,6 +80,8 @@ class OpenAIEngine:
         vllm_extensions: send vLLM's extra request fields (exact choice scores, prefills in chat
             mode, stop tokens, per-sample token ids). Other servers reject them.
         cache_dir: where an embedded tokenizer's model is converted.
+        price_per_mtok: ``{"input": ..., "output": ...}``, the price of a million tokens, for
+            ``charter plan``'s cost estimate and ``budget.max_cost``; it changes no output.
 
     Raises:
         InputError: the server cannot be reached or rejects the model list, or no context
@@ -108,6 +110,7 @@ class OpenAIEngine:
         top_logprobs: int = 20,
         vllm_extensions: bool = False,
         cache_dir: str | None = None,
+        price_per_mtok: dict[str, float] | None = None,
     ) -> None:
         if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
             raise InputError("max_concurrency >= 1, max_retries >= 0 and timeout_s > 0 required")
@@ -122,6 +125,7 @@ class OpenAIEngine:
         self.backoff_s = backoff_s
         self.top_logprobs = top_logprobs
         self.vllm_extensions = vllm_extensions
+        self.price_per_mtok = dict(price_per_mtok) if price_per_mtok else None
         self.floored_scores = 0
         self.tokenizer: Any = None
         if tokenizer is not None:
