@@ -18,6 +18,7 @@ BENCHMARKS = (
     ("ranking_cost", "tournament ranking vs all pairs: comparisons, time, agreement", None),
     ("judge_trust", "judges raw vs calibrated, cascades, PPI label-accuracy estimates", None),
     ("engine_throughput", "vLLM vs bare vLLM vs transformers", "vllm"),
+    ("fuzz", "bad inputs tried and how each ended (tests/fuzz at 20x, random seed)", None),
 )
 
 

@@ -13,6 +13,8 @@ raw text goes into the dataset card: a published dataset names the text that jud
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -167,16 +169,100 @@ def _duplicate_ids(data: Any, root: yaml.Node) -> list[Problem]:
     return problems
 
 
-def _yaml_problem(error: yaml.YAMLError) -> Problem:
+def _yaml_problem(error: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(error, yaml.reader.ReaderError):  # a NUL or control character
+        line = text.count("\n", 0, error.position) + 1
+        char = f"#x{error.character:04x}" if isinstance(error.character, int) else "?"
+        return Problem("", line, f"invalid YAML: unacceptable character {char} ({error.reason})")
     mark = getattr(error, "problem_mark", None)
     if not isinstance(error, yaml.MarkedYAMLError) or mark is None:
-        return Problem("", None, f"invalid YAML: {error}")
+        return Problem("", None, f"invalid YAML: {' '.join(str(error).split())}")
     message = f"invalid YAML: {error.problem}"
     if error.context and error.context_mark is not None:
         message += f" ({error.context} at line {error.context_mark.line + 1})"
     elif error.context:
         message += f" ({error.context})"
     return Problem("", mark.line + 1, message)
+
+
+MAX_VALUES = 100_000
+"""The most values a constitution may expand to, counting each use of an alias: the bundled
+ones have a few hundred; an alias bomb ("billion laughs") has billions in a few lines."""
+
+MAX_DEPTH = 32
+"""The deepest nesting allowed; a constitution's own structure is five levels deep."""
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _bracket_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in the raw text (quotes ignored: an over-count needs dozens of
+    unclosed brackets inside strings). Checked before parsing, because PyYAML scans deeply
+    nested flow collections in quadratic time, then runs out of stack."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expansion_problem(root: yaml.Node) -> Problem | None:
+    """Refuse a document too big once its aliases are expanded, nested too deep, or holding an
+    alias inside its own anchor, before anything walks it value by value.
+
+    The walk is iterative and counts each shared node once (its expanded size is remembered),
+    so it takes time in the size of the file, not of the expansion.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()  # the nodes being walked: an alias to one of them is a loop
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        line = node.start_mark.line + 1
+        if finished:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[id(node)] > MAX_VALUES:
+                message = (
+                    f"expands to more than {MAX_VALUES:,} values through its aliases "
+                    "(a YAML alias bomb?)"
+                )
+                return Problem("", line, message)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            return Problem("", line, "an alias refers to its own anchor (a structure with no end)")
+        if depth > MAX_DEPTH:
+            return Problem("", line, f"nested more than {MAX_DEPTH} levels deep")
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        stack += [(child, depth + 1, False) for child in _children(node) if id(child) not in sizes]
+    return None
+
+
+def _non_finite_weights(data: Any, root: yaml.Node) -> list[Problem]:
+    """``weight: .nan`` or ``.inf`` slips past the schema's ``> 0`` (NaN compares false)."""
+    principles = data.get("principles") if isinstance(data, dict) else None
+    if not isinstance(principles, list):
+        return []
+    problems = []
+    for index, principle in enumerate(principles):
+        weight = principle.get("weight") if isinstance(principle, dict) else None
+        if isinstance(weight, float) and not math.isfinite(weight):
+            path = ("principles", index, "weight")
+            message = f"weight must be a finite number > 0, got {weight}"
+            problems.append(Problem(format_path(path), _node_line(root, path), message))
+    return problems
 
 
 def _read(path: Path) -> tuple[bytes | None, Any, list[Problem]]:
@@ -188,20 +274,31 @@ def _read(path: Path) -> tuple[bytes | None, Any, list[Problem]]:
     except OSError as error:
         return None, None, [Problem("", None, f"cannot read the file: {error.strerror}")]
     try:
-        loader = yaml.SafeLoader(raw.decode("utf-8"))
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return (
-            raw,
-            None,
-            [Problem("", None, f"not UTF-8 text ({error.reason} at byte {error.start})")],
-        )
+        problem = Problem("", None, f"not UTF-8 text ({error.reason} at byte {error.start})")
+        return raw, None, [problem]
+    if _bracket_depth(text) > MAX_DEPTH:
+        return raw, None, [Problem("", None, f"brackets nested more than {MAX_DEPTH} deep")]
+    try:
+        loader = yaml.SafeLoader(text)  # checks every character first: a NUL fails here
     except yaml.YAMLError as error:
-        return raw, None, [_yaml_problem(error)]
+        return raw, None, [_yaml_problem(error, text)]
+    try:
+        root = loader.get_single_node()
+        too_big = _expansion_problem(root) if root is not None else None
+        if too_big is not None:
+            return raw, None, [too_big]
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as error:
+        return raw, None, [_yaml_problem(error, text)]
+    except RecursionError:  # composing nests a call per level: deeper than Python's stack
+        return raw, None, [Problem("", None, f"nested more than {MAX_DEPTH} levels deep")]
+    except ValueError as error:  # a value YAML cannot build: a 5,000-digit integer, month 13
+        reason = str(error).split(";")[0]
+        return raw, None, [Problem("", None, f"invalid YAML value: {reason}")]
+    finally:
+        loader.dispose()
     if root is None:
         message = "the file is empty; a constitution needs name, version, description, principles"
         return raw, None, [Problem("", 1, message)]
@@ -209,6 +306,7 @@ def _read(path: Path) -> tuple[bytes | None, Any, list[Problem]]:
     for error in field_errors("constitution", data):
         problems.append(Problem(error.field, _node_line(root, error.path), error.message))
     problems += _duplicate_ids(data, root)
+    problems += _non_finite_weights(data, root)
     problems.sort(key=lambda p: (p.line is None, p.line or 0))
     return raw, data, problems
 

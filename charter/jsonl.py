@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,24 +24,45 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files, we want the usual mode
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _parse_line(raw: bytes, n: int) -> dict[str, Any]:
-    """Decode one line; raise ValueError with a readable reason if it is not a JSON object."""
+    """Decode one line; raise ValueError with a readable reason if it is not a JSON object.
+
+    A string holding half of a UTF-16 surrogate pair (``"\\ud800"``) is valid JSON but cannot
+    be written back as UTF-8, so a stage would fail on it long after reading; it is refused here.
+    """
     try:
         text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"not valid UTF-8: {e}") from None
     try:
         row = json.loads(text)
-    except json.JSONDecodeError as e:
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, or a number of 5,000 digits
         raise ValueError(f"not valid JSON: {e}") from None
     if not isinstance(row, dict):
         raise ValueError(f"not a JSON object (got {type(row).__name__}); each line must be {{...}}")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), "
+                "which is not text"
+            ) from None
     return row
 
 
 def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, raw line) for non-blank lines; bytes so a bad encoding is per-line."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as e:  # no permission, or gone since it was checked
+        raise InputError(f"cannot read the file: {e.strerror}", file=str(path)) from None
+    with fh:
         for n, raw in enumerate(fh, start=1):
             if raw.strip():
                 yield n, raw
@@ -49,10 +71,15 @@ def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 def _check_file(path: str | Path) -> None:
     # Checked eagerly so a wrong path fails at the call, not at the first ``next()``.
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_file, is_dir = p.exists(), p.is_file(), p.is_dir()
+    except OSError as e:  # a name too long, a folder without permission
+        raise InputError(f"cannot read the file: {e.strerror}", file=str(path)) from None
+    if not exists:
         raise InputError("file not found", file=str(path))
-    if not p.is_file():
-        raise InputError("expected a JSONL file, found a directory", file=str(path))
+    if not is_file:
+        found = "a directory" if is_dir else "something that is not a regular file"
+        raise InputError(f"expected a JSONL file, found {found}", file=str(path))
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

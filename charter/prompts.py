@@ -17,6 +17,7 @@ from typing import Any
 from charter.errors import InputError
 from charter.jsonl import iter_jsonl_lenient
 from charter.records import Chat, PromptRecord, Reject
+from charter.schema_check import format_path
 
 ROLES = ("system", "user", "assistant")
 SUPPORTED = ".jsonl, .json (JSON Lines), .csv, .parquet, or a datasets.save_to_disk directory"
@@ -93,43 +94,99 @@ def _to_chat(row: dict[str, Any], fields: PromptFields) -> Chat:
     return chat
 
 
+_CSV_FIELD_LIMIT = 2**31 - 1  # csv's default, 128 KiB, refuses a long prompt as "malformed"
+
+
 def _csv_rows(path: Path) -> Rows:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    """Rows of a CSV file; an empty cell is a missing value, as in a spreadsheet.
+
+    Bytes that are not UTF-8 cost their row (a read reject), not the file; a quoting mistake
+    csv cannot read past stops the file with its line.
+    """
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        # surrogateescape keeps undecodable bytes as lone surrogates, to reject just their rows
+        fh = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115
+    except OSError as e:
+        raise InputError(f"cannot read the prompts file: {e.strerror}", file=str(path)) from None
+    with fh:
         reader = csv.reader(fh)
-        header = next(reader, [])
-        start = reader.line_num + 1
-        for cells in reader:
-            if cells:  # csv gives [] for a blank line
-                yield start, dict(zip(header, cells, strict=False))
-            start = reader.line_num + 1  # a quoted cell may span lines: report where a row starts
+        try:
+            header = [_readable(cell) for cell in next(reader, [])]
+            start = reader.line_num + 1
+            for cells in reader:
+                if cells:  # csv gives [] for a blank line
+                    yield start, _csv_row(path, start, header, cells)
+                start = reader.line_num + 1  # a quoted cell may span lines: report its start
+        except csv.Error as e:
+            line = reader.line_num
+            raise InputError(f"not readable as CSV: {e}", file=str(path), line=line) from None
+
+
+def _readable(cell: str) -> str:
+    return cell.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _csv_row(path: Path, line: int, header: list[str], cells: list[str]) -> dict[str, Any] | Reject:
+    try:
+        for cell in cells:
+            cell.encode("utf-8")
+    except UnicodeEncodeError:
+        text = ",".join(_readable(cell) for cell in cells)[:500]
+        return Reject("read", f"{path}:{line}", "not valid UTF-8", row={"text": text})
+    return {k: v if v != "" else None for k, v in zip(header, cells, strict=False)}
 
 
 def _parquet_rows(path: Path) -> Rows:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    batches = pq.ParquetFile(path).iter_batches()  # streamed: --limit need not read it all
-    yield from enumerate((row for b in batches for row in b.to_pylist()), start=1)
+    line = 0
+    try:
+        batches = pq.ParquetFile(path).iter_batches()  # streamed: --limit need not read it all
+        for batch in batches:
+            for row in batch.to_pylist():
+                line += 1
+                yield line, row
+    except (pa.ArrowException, OSError, ValueError) as e:
+        reason = " ".join(str(e).split())[:300]
+        raise InputError(f"not a readable Parquet file ({reason})", file=str(path)) from None
 
 
 def _dataset_rows(path: Path) -> Rows:
     import datasets
 
+    # A damaged folder fails inside datasets in many ways (a missing file, bad JSON in its
+    # metadata, a truncated Arrow file); each is the folder's problem, so each is one line.
     try:
         ds = datasets.load_from_disk(str(path))
-    except FileNotFoundError as e:
-        raise InputError(f"not a datasets.save_to_disk directory ({e})", file=str(path)) from None
+    except Exception as e:  # noqa: BLE001 - see above
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        message = f"not a datasets.save_to_disk directory ({reason})"
+        raise InputError(message, file=str(path)) from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds and len(ds) != 1:
             msg = f"no 'train' split and several others {sorted(ds)}; save the one you want alone"
             raise InputError(msg, file=str(path))
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    yield from enumerate(ds, start=1)
+    line = 0
+    try:
+        for row in ds:
+            line += 1
+            yield line, row
+    except Exception as e:  # noqa: BLE001 - reading a damaged Arrow file, as above
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise InputError(f"cannot read row {line + 1} ({reason})", file=str(path)) from None
 
 
 def _rows(path: Path) -> Rows:
-    if not path.exists():
+    try:
+        is_dir = path.is_dir() if path.exists() else None
+    except OSError as e:  # a name too long, a folder without permission
+        raise InputError(f"cannot read the prompts file: {e.strerror}", file=str(path)) from None
+    if is_dir is None:
         raise InputError("prompts file not found", file=str(path))
-    suffix = "dir" if path.is_dir() else path.suffix.lower()
+    suffix = "dir" if is_dir else path.suffix.lower()
     readers = {".jsonl": iter_jsonl_lenient, ".json": iter_jsonl_lenient, ".csv": _csv_rows}
     readers.update({".parquet": _parquet_rows, "dir": _dataset_rows})
     if suffix not in readers:
@@ -145,7 +202,7 @@ def _check_mapping(path: Path, fields: PromptFields, columns: set[str]) -> None:
     for names in (needed, *asked):
         if not columns.intersection(names):
             msg = f"no row has a {' or '.join(map(repr, names))} column; columns: {sorted(columns)}"
-            raise InputError(msg, file=str(path), field=names[0])
+            raise InputError(msg, file=str(path), field=format_path([names[0]]))
 
 
 def load_prompts(

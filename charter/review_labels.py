@@ -11,6 +11,7 @@ for a random audit, the dataset's estimated label accuracy (:mod:`charter.review
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -27,14 +28,27 @@ from charter.review_audit import accuracy_estimate, probabilities_kind
 
 def _read_labelled(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Rows of a labelled file with their line numbers (CSV rows count the header as line 1)."""
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            # reader.line_num is the physical line the row ended on (fields may hold newlines)
-            return [(reader.line_num, dict(row)) for row in reader]
-    return list(read_jsonl(path))
+    if path.suffix.lower() != ".csv":
+        return list(read_jsonl(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=str(path)) from None
+    except OSError as e:  # a folder, no permission, a name too long
+        raise InputError(f"cannot read the file: {e.strerror}", file=str(path)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"not UTF-8 text ({e.reason})", file=str(path), line=line) from None
+    csv.field_size_limit(2**31 - 1)  # a long response in a cell is not a malformed file
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        # reader.line_num is the physical line the row ended on (fields may hold newlines)
+        return [(reader.line_num, dict(row)) for row in reader]
+    except csv.Error as e:
+        line = reader.line_num
+        raise InputError(f"not readable as CSV: {e}", file=str(path), line=line) from None
 
 
 def _label_of(row: dict[str, Any], file: str, line: int) -> str:
@@ -43,9 +57,15 @@ def _label_of(row: dict[str, Any], file: str, line: int) -> str:
         raw, field = row["human_label"], "human_label"
     elif "preference.responses" in row:
         field = "preference.responses"
-        answers = [
-            a.get("value") if isinstance(a, dict) else a for a in row["preference.responses"] or []
-        ]
+        responses = row["preference.responses"] or []
+        if not isinstance(responses, list):
+            raise InputError(
+                f"expected a list of annotators' answers, got {responses!r}"[:200],
+                file=file,
+                line=line,
+                field=field,
+            )
+        answers = [a.get("value") if isinstance(a, dict) else a for a in responses]
         counts = Counter(str(a).strip().lower() for a in answers if a)
         top = counts.most_common(2)
         raw = "" if not top else ("tie" if len(top) > 1 and top[0][1] == top[1][1] else top[0][0])
@@ -81,6 +101,13 @@ def read_labels(path: Path, queue: dict[str, QueueItem]) -> dict[str, str]:
         rid = row.get("review_id", row.get("id"))
         if not rid:
             raise InputError("missing review_id", file=str(path), line=line, field="review_id")
+        if not isinstance(rid, str):
+            raise InputError(
+                f"review_id must be the text id from the queue, got {rid!r}"[:200],
+                file=str(path),
+                line=line,
+                field="review_id",
+            )
         if rid not in queue:
             raise InputError(
                 f"review_id {rid!r} is not in this run's review queue (review/queue.jsonl)",

@@ -40,10 +40,19 @@ class FieldError:
 
 
 def format_path(path: Iterable[str | int]) -> str:
-    """Render a path of keys and indexes as ``a.b[0].c``."""
+    """Render a path of keys and indexes as ``a.b[0].c``.
+
+    A key that is empty or holds a line break or other unprintable character is shown quoted
+    (``a['\\t\\n']``), so an error naming it stays on one line.
+    """
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not isinstance(part, str) or not part or not part.isprintable():
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 

@@ -12,6 +12,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from charter.building import register_resolvers
+from charter.config_check import check_config
 
 CONF = resources.files("charter") / "conf"
 
@@ -69,6 +70,7 @@ def test_every_experiment_composes_with_every_engine(experiment: str, engine: st
             f"engine@judge.engine={engine}",
         ],
     )
+    check_config(cfg, "run")  # the value checks never refuse a shipped config
     OmegaConf.resolve(cfg)
     found = targets(cfg)
     assert {p for p, _ in found} >= {"generator.engine", "generator.sampling", "judge", "pairs"}
@@ -80,6 +82,7 @@ def test_every_experiment_composes_with_every_engine(experiment: str, engine: st
 def test_every_option_of_every_group_composes(group: str) -> None:
     for option in options(group):
         cfg = compose_all("run", [f"{group}={option}"])
+        check_config(cfg, "run")
         OmegaConf.resolve(cfg)
         for path, node in targets(cfg):
             check_signature(path, node)
@@ -87,6 +90,7 @@ def test_every_option_of_every_group_composes(group: str) -> None:
 
 def test_eval_judge_config_composes() -> None:
     cfg = compose_all("eval_judge", ["data=x.jsonl"])
+    check_config(cfg, "eval_judge")
     assert cfg.data == "x.jsonl"
     for path, node in targets(cfg):
         check_signature(path, node)
@@ -94,6 +98,7 @@ def test_eval_judge_config_composes() -> None:
 
 def test_calibrate_config_composes() -> None:
     cfg = compose_all("calibrate", ["data=x.jsonl", "judge=jury"])
+    check_config(cfg, "calibrate")
     OmegaConf.resolve(cfg)
     assert cfg.data == "x.jsonl"
     found = targets(cfg)
