@@ -11,7 +11,9 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from importlib import resources
@@ -58,7 +60,13 @@ def _input_error_in(exc: BaseException) -> InputError | None:
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """Instantiate ``node`` (found at config ``key``), surfacing user errors plainly."""
+    """Instantiate ``node`` (found at config ``key``), surfacing user errors plainly.
+
+    A value where a mapping of settings belongs (``key=5``) is refused: instantiating it would
+    hand the caller the value instead of an object.
+    """
+    if not isinstance(node, DictConfig):
+        raise InputError(f"must be a mapping of settings, not a value; got {node!r}", field=key)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
@@ -66,7 +74,9 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if inner is not None:
             raise inner from None
         cause = exc.__cause__ or exc
-        raise InputError(f"{type(cause).__name__}: {cause}", field=key) from None
+        lines = [line.strip() for line in str(cause).splitlines()]
+        reason = " ".join(line for line in lines if line and not line.startswith("full_key:"))
+        raise InputError(f"{type(cause).__name__}: {reason}", field=key) from None
 
 
 THROUGHPUT_ONLY = frozenset(
@@ -158,7 +168,27 @@ def open_call_cache(cfg: DictConfig) -> CallCache | None:
     if not cfg.get("call_cache", True):
         return None
     root = Path(cfg.cache_dir).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    return CallCache(root / CACHE_FILE)
+    path = root / CACHE_FILE
+    try:
+        return CallCache(path)
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc) and "malformed" not in str(exc):
+            raise
+        # the cache only saves time: keep the damaged file for a look, start an empty one
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                side.replace(Path(f"{aside}{suffix}"))
+        from charter.progress import console
+
+        console.print(
+            f"warning: the call cache {path} was damaged ({exc}); moved it to {aside} and "
+            "started an empty one",
+            markup=False,
+            soft_wrap=True,
+        )
+        return CallCache(path)
 
 
 class EngineCache:

@@ -7,6 +7,7 @@ the file, row and field, and exit status 2; never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,12 +16,16 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 from rich.markup import escape
 
 from charter.building import register_resolvers
+from charter.config_check import check_config, config_error
 from charter.errors import InputError
 from charter.progress import console
+from charter.run_faults import survived
 
 USAGE = """\
 usage: charter <command> [key=value ...] [hydra options]
@@ -43,6 +48,10 @@ commands:
   report       a run's self-contained HTML page:       charter report RUN_DIR [against=OTHER_RUN]
                (run, eval-judge, calibrate and train write RUN_DIR/report.html themselves;
                report=false skips it)
+  audit        principles proposed from judge-human disagreements, held-out checked:
+               charter audit data=LABELLED [constitution=NAME]  (writes proposed.yaml + diff)
+  prompts      prompts when you have none: charter prompts synthesize constitution=NAME n=200
+               [exclude=HELD_OUT_FILE] (Magpie-style, constitution-directed, evolved; deduped)
   diff         what changed between two runs:          charter diff RUN_A RUN_B [out=FILE]
   cache        the model-call cache:                   charter cache stats [cache_dir=DIR]
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
@@ -78,10 +87,52 @@ def with_run_overrides(args: list[str]) -> list[str]:
     if run_dir is None:
         return args
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    saved = yaml.safe_load(path.read_text()) if path.exists() else []
+    saved = _saved_overrides(path) if path.is_file() else []
     new_keys = {_override_key(a) for a in args if "=" in a}
     kept = [o for o in saved or [] if _override_key(o) not in new_keys | {"hydra.run.dir"}]
     return [*kept, *args, f"hydra.run.dir={run_dir}"]
+
+
+def _saved_overrides(path: Path) -> list[str]:
+    """The overrides a run was made with (``.hydra/overrides.yaml``), refusing a damaged file."""
+    try:
+        saved = yaml.safe_load(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else "not valid YAML"
+        raise InputError(f"cannot read the run's overrides: {problem}", file=str(path)) from None
+    if saved is None:
+        return []
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise InputError("expected a YAML list of key=value overrides", file=str(path))
+    return saved
+
+
+def print_error(message: str) -> None:
+    """The one ``error:`` line of a user's mistake (a message's own line breaks are folded)."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+_HYDRA_NOISE = ("full_key:", "object_type=", "See https://", "Set the environment variable")
+
+
+def hydra_error_message(exc: BaseException) -> str:
+    """A Hydra composition error (a bad override, an unknown config option) as one line.
+
+    Hydra's own text spans several lines (and lists its search path); keep what says what is
+    wrong and how to fix it.
+    """
+    if isinstance(exc, MissingConfigException):
+        first = str(exc).strip().splitlines()[0]
+        options = ", ".join(exc.options or [])
+        return f"{first}; available: {options}" if options else first
+    parts = []
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        lines = [line.strip().rstrip(".") for line in str(error).splitlines()]
+        parts += [line for line in lines if line and not line.startswith(_HYDRA_NOISE)]
+    return "; ".join(dict.fromkeys(parts)) or type(exc).__name__
 
 
 REPORTED = ("run", "eval-judge", "calibrate", "train")
@@ -90,21 +141,32 @@ skips it)."""
 
 
 def _hydra_app(
-    config_name: str, task: Callable[[DictConfig, Path], None], report: bool = False
+    config_name: str,
+    task: Callable[[DictConfig, Path], None],
+    report: bool = False,
+    entered: list[bool] | None = None,
 ) -> Callable[[], None]:
+    """The command as a Hydra app; ``entered`` gets a ``True`` once Hydra has composed the
+    config and handed it over, so an error before that is known to be Hydra's."""
+
     @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
     def app(cfg: DictConfig) -> None:
+        if entered is not None:
+            entered.append(True)
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            out_dir = Path(HydraConfig.get().runtime.output_dir)
-            task(cfg, out_dir)
+            check_config(cfg, config_name)
+            with survived(out_dir, resumable=config_name == "run"):
+                task(cfg, out_dir)
             if report:
                 from charter.commands.shared import write_run_report
 
                 write_run_report(cfg, out_dir)
         except InputError as exc:
-            console.print(
-                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            print_error(str(exc))
+            raise SystemExit(2) from None
+        except OmegaConfBaseException as exc:  # a key or value the config lacks
+            print_error(str(config_error(exc)))
             raise SystemExit(2) from None
 
     return app
@@ -132,11 +194,19 @@ def main(argv: list[str] | None = None) -> None:
         try:
             raise SystemExit(plain[command](rest))
         except InputError as exc:
-            console.print(
-                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            print_error(str(exc))
             raise SystemExit(2) from None
-    from charter.commands import calibrate, eval_judge, plan, publish, review, run, train
+    from charter.commands import (
+        audit,
+        calibrate,
+        eval_judge,
+        plan,
+        publish,
+        review,
+        run,
+        synthesize,
+        train,
+    )
 
     tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
         "run": ("run", run.run_all),
@@ -149,7 +219,14 @@ def main(argv: list[str] | None = None) -> None:
         "review": ("review", review.review_command),
         "train": ("train", train.train),
         "plan": ("run", plan.plan),
+        "audit": ("audit", audit.audit),
+        "prompts": ("synthesize", synthesize.synthesize),
     }
+    if command == "prompts":  # one action so far: `charter prompts synthesize key=value ...`
+        if rest[:1] != ["synthesize"]:
+            print("usage: charter prompts synthesize constitution=NAME n=N [...]", file=sys.stderr)
+            raise SystemExit(2)
+        rest = rest[1:]
     if command not in tasks:
         print(f"charter: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
         raise SystemExit(2)
@@ -159,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("publish", "review"):
         rest = positional_overrides(command, rest)
     if command in STAGE_COMMANDS or command in ("run", "plan"):
-        rest = with_run_overrides(rest)
+        try:
+            rest = with_run_overrides(rest)
+        except InputError as exc:
+            print_error(str(exc))
+            raise SystemExit(2) from None
     if command == "plan" and not any(_override_key(a) == "hydra.run.dir" for a in rest):
         rest = [*rest, "hydra.run.dir=outputs/plan/${now:%Y-%m-%d_%H-%M-%S}"]
     rest = [_report_switch(a) for a in rest]
@@ -169,7 +250,20 @@ def main(argv: list[str] | None = None) -> None:
     register_resolvers()
     config_name, task = tasks[command]
     sys.argv = [f"charter {command}", *rest]
-    _hydra_app(config_name, task, report=command in REPORTED)()
+    # Hydra then raises its composition errors instead of printing them over several lines
+    # (and a bug's traceback comes whole); a mistake in an override becomes one line here.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    entered: list[bool] = []
+    try:
+        _hydra_app(config_name, task, report=command in REPORTED, entered=entered)()
+    except (HydraException, OmegaConfBaseException) as exc:
+        print_error(hydra_error_message(exc))
+        raise SystemExit(2) from None
+    except Exception as exc:
+        if entered:  # raised by the command itself: a bug, shown whole
+            raise
+        print_error(hydra_error_message(exc))  # composing the config from the overrides failed
+        raise SystemExit(2) from None
     if sweep_dir is not None and sweep_dir.exists():
         from charter.judge_eval.compare_table import write_comparison
 

@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -21,7 +22,17 @@ console = Console(stderr=True)
 
 @contextmanager
 def stage_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Show a bar for one stage; yields a callback that advances it by n items."""
+    """Show a bar for one stage; yields a callback that advances it by n items.
+
+    The callback runs between chunks, so it is also where a requested stop (SIGTERM, Ctrl-C;
+    :mod:`charter.graceful_stop`) takes effect.
+    """
+    from charter.graceful_stop import check
+
+    def advance(task: TaskID, n: int) -> None:
+        progress.advance(task, n)
+        check()
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -32,7 +43,7 @@ def stage_progress(description: str, total: int) -> Iterator[Callable[[int], Non
         transient=False,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        yield lambda n: advance(task, n)
 
 
 def summary_table(title: str, rows: dict[str, object]) -> None:

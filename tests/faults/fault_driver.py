@@ -1,0 +1,98 @@
+"""``charter`` in a child process with one fault injected, chosen by the ``FAULT`` variable.
+
+- ``kill:generate:N`` / ``kill:choice_logprobs:N``: SIGKILL right after the engine's Nth call of
+  that kind returned, before the cache stored it;
+- ``kill:replace:NAME``: SIGKILL when the complete temp file of NAME is about to be renamed;
+- ``kill:publish``: SIGKILL after the dataset folder is written, before the card and the mark;
+- ``enospc:NAME``: the disk fills up while NAME's temp file is being written;
+- ``cache-full:N``: SQLite reports a full disk on the call cache's Nth write;
+- ``slow:S``: every engine call takes S seconds longer (for signals sent from outside).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import sys
+import time
+
+from charter.call_cache import CallCache
+from charter.generators.fake_engine import FakeEngine
+
+kind, _, arg = os.environ.get("FAULT", "").partition(":")
+counts: dict[str, int] = {}
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def patch_engine(name: str) -> None:
+    original = getattr(FakeEngine, name)
+
+    def call(self, *args, **kwargs):
+        if kind == "slow":
+            time.sleep(float(arg))
+        out = original(self, *args, **kwargs)
+        counts[name] = counts.get(name, 0) + 1
+        what, _, n = arg.partition(":")
+        if kind == "kill" and what == name and counts[name] == int(n):
+            die()
+        return out
+
+    setattr(FakeEngine, name, call)
+
+
+patch_engine("generate")
+patch_engine("choice_logprobs")
+
+if kind == "kill" and arg.startswith("replace:"):
+    target = arg.split(":", 1)[1]
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(target):
+            die()
+        real_replace(src, dst)
+
+    os.replace = replace
+
+if kind == "kill" and arg == "publish":
+    from charter.commands import run as run_stages
+
+    real_publish = run_stages.publish_dataset
+
+    def publish(*args):
+        real_publish(*args)
+        die()
+
+    run_stages.publish_dataset = publish
+
+if kind == "enospc":
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.basename(name).startswith(f".{arg}."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        real_fsync(fd)
+
+    os.fsync = fsync
+
+if kind == "cache-full":
+    real_put = CallCache.put_many
+
+    def put_many(self, items, *, kind, model):
+        counts["put"] = counts.get("put", 0) + 1
+        if counts["put"] == int(arg):
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_put(self, items, kind=kind, model=model)
+
+    CallCache.put_many = put_many
+
+from charter.cli import main  # noqa: E402
+
+sys.argv = ["charter", *sys.argv[1:]]
+main()
