@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from charter.judges.principles import FLAT_BELOW, PrincipleAgreement, agreement_of
+from charter.records import Judgment
+
 
 @dataclass(frozen=True)
 class CardFacts:
@@ -158,3 +161,73 @@ def judge_section(judge: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def vector_counts(judgments: list[Judgment]) -> dict[str, int]:
+    """The card's count of per-principle judgments in a ``principle_per=all`` run ({} else)."""
+    found = agreement_of(judgments)
+    if found is None:
+        return {}
+    key = "principle judgments (comparisons x principles, each in 2 orders)"
+    return {key: found.comparisons * len(found.principles)}
+
+
+def principle_section(judgments: list[Judgment]) -> str:
+    """The card's lines on a ``principle_per=all`` run (empty for any other): the score
+    columns, the aggregation, and how the principles relate (see
+    :class:`~charter.judges.principles.PrincipleAgreement`)."""
+    found = agreement_of(judgments)
+    if found is None:
+        return ""
+    first = next(j for j in judgments if j.raw.get("principle_scores"))
+    how = first.raw.get("principle_aggregation", "log_odds")
+    weights = first.raw["principle_weights"]
+    rule = {
+        "log_odds": "the weighted mean of their log-odds",
+        "mean": "the weighted mean of their probabilities",
+    }.get(how, how)
+    return "\n".join(
+        [
+            "## Principles compared",
+            "",
+            f"Every comparison was judged under each of the {len(found.principles)} principles "
+            "(`principle_per=all`), in both orders.",
+            "Each pair has one `score_<principle id>` column per principle: P(chosen better) "
+            "under that principle alone, so a trainer can pick or reweight principles without "
+            "judging again.",
+            f"`p_chosen` combines them: {rule}, weighted by each principle's `weight` "
+            f"(`principle_aggregation={how}`).",
+            "",
+            *agreement_table(found, weights),
+            "",
+            f"Agreement: share of the {found.comparisons} comparisons where the two principles "
+            "pick the same winner. Decisive: share of comparisons whose label flips when that "
+            "principle alone is left out of the aggregation. Never separates: the principle's "
+            f"|p − 0.5| stayed below {FLAT_BELOW} on every comparison"
+            + (f": {', '.join(f'`{p}`' for p in found.flat)}." if found.flat else "; none did."),
+            "",
+        ]
+    )
+
+
+def agreement_table(found: PrincipleAgreement, weights: dict[str, float]) -> list[str]:
+    """A Markdown table: one row per principle with its weight, decisiveness and largest
+    separation, and its agreement with every principle (columns numbered like the rows)."""
+    ids = found.principles
+    numbers = " | ".join(str(i + 1) for i in range(len(ids)))
+
+    def share(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    rows = [
+        f"| {i + 1} | `{pid}` | {weights[pid]:g} | {share(found.decisiveness[pid])} | "
+        f"{found.separation[pid]:.3f} | "
+        + " | ".join(share(found.agreement[pid][other]) for other in ids)
+        + " |"
+        for i, pid in enumerate(ids)
+    ]
+    return [
+        f"| # | principle | weight | decisive | max abs(p − 0.5) | {numbers} |",
+        "|---|---|---|---|---|" + "---|" * len(ids),
+        *rows,
+    ]

@@ -17,6 +17,10 @@ keys or plain strings, so :func:`export_row` reshapes one pairs row for a named 
 - ``jsonl``: charter's full rows (as ``trl``) written as JSON Lines instead of Parquet.
 
 Every format keeps ``prompt_id`` so a row can be traced back to its run.
+
+A run with ``principle_per=all`` gives every format one ``score_<principle id>`` column per
+principle (:func:`with_score_columns`), UltraFeedback-style: P(chosen better) under that
+principle alone, so a trainer can filter or reweight by principle without judging again.
 """
 
 from __future__ import annotations
@@ -50,10 +54,32 @@ def conversation_text(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+SCORE_PREFIX = "score_"
+
+
+def with_score_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """A pairs row with its ``principle_scores`` as ``score_<id>`` columns, unchanged without.
+
+    The scores are P(chosen better) under each principle. A reviewed row whose human label
+    swapped the judge's chosen and rejected (``judge_chosen_id`` is then the new rejected id)
+    still holds the judge's orientation, so its scores are turned round here.
+    """
+    scores = row.get("principle_scores")
+    if not isinstance(scores, dict):
+        return row
+    turned = row.get("judge_chosen_id", row["chosen_id"]) != row["chosen_id"]
+    out = {k: v for k, v in row.items() if k != "principle_scores"}
+    return out | {f"{SCORE_PREFIX}{pid}": 1.0 - p if turned else p for pid, p in scores.items()}
+
+
+def _scores(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in with_score_columns(row).items() if k.startswith(SCORE_PREFIX)}
+
+
 def export_row(row: dict[str, Any], fmt: ExportFormat) -> dict[str, Any]:
     """One pairs row in the shape ``fmt`` reads (see the module docstring)."""
     if fmt in ("trl", "jsonl"):
-        return row
+        return with_score_columns(row)
     if fmt == "openrlhf":
         return {
             "prompt": row["prompt"],
@@ -61,6 +87,7 @@ def export_row(row: dict[str, Any], fmt: ExportFormat) -> dict[str, Any]:
             "rejected": row["rejected"],
             "margin": row["margin"],
             "prompt_id": row["prompt_id"],
+            **_scores(row),
         }
     return {
         "prompt": conversation_text(row["prompt"]),
@@ -68,4 +95,5 @@ def export_row(row: dict[str, Any], fmt: ExportFormat) -> dict[str, Any]:
         "rejected": row["rejected"][-1]["content"],
         "prompt_messages": row["prompt"],
         "prompt_id": row["prompt_id"],
+        **_scores(row),
     }

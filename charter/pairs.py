@@ -9,15 +9,20 @@ Strategies:
 with a counted reason, when the margin is below ``min_margin``, when the two orders disagreed and
 ``drop_swap_inconsistent`` is set, or (best_vs_worst) when the direct comparison contradicts the
 ranking.
+
+A pair from a judgment made under every principle (``principle_per=all``) lists every principle
+id and carries ``principle_scores``: P(chosen better) under each principle alone, oriented like
+``p_chosen``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from charter.judges.principles import principle_scores
 from charter.judges.stage import Ranking
 from charter.records import CandidateSet, Judgment, PreferencePair, Reject
 
@@ -83,23 +88,26 @@ def make_pairs(
             drop("swap-inconsistent", j)
             return
         cs = sets_by_id[j.prompt_id]
-        result.pairs.append(
-            PreferencePair(
-                prompt=cs.messages,
-                chosen=[{"role": "assistant", "content": texts[chosen]}],
-                rejected=[{"role": "assistant", "content": texts[rejected]}],
-                prompt_id=j.prompt_id,
-                chosen_id=chosen,
-                rejected_id=rejected,
-                p_chosen=p,
-                margin=margin,
-                principle_ids=[j.principle_id],
-                swap_consistent=j.swap_consistent,
-                judge_model=j.judge_model,
-                generator_model=cs.generator_model,
-                constitution_sha256=constitution_sha256,
-            )
+        pair = PreferencePair(
+            prompt=cs.messages,
+            chosen=[{"role": "assistant", "content": texts[chosen]}],
+            rejected=[{"role": "assistant", "content": texts[rejected]}],
+            prompt_id=j.prompt_id,
+            chosen_id=chosen,
+            rejected_id=rejected,
+            p_chosen=p,
+            margin=margin,
+            principle_ids=[j.principle_id],
+            swap_consistent=j.swap_consistent,
+            judge_model=j.judge_model,
+            generator_model=cs.generator_model,
+            constitution_sha256=constitution_sha256,
         )
+        scores = principle_scores(j)
+        if scores is not None:
+            oriented = {pid: s if chosen == j.candidate_a else 1.0 - s for pid, s in scores.items()}
+            pair = replace(pair, principle_ids=list(scores), principle_scores=oriented)
+        result.pairs.append(pair)
 
     if settings.strategy == "best_vs_worst":
         for r in rankings:

@@ -20,8 +20,16 @@ T = TypeVar("T")
 
 
 def to_row(record: Any) -> dict[str, Any]:
-    """Serialise a record dataclass to a JSON-ready dict."""
-    return asdict(record)
+    """Serialise a record dataclass to a JSON-ready dict.
+
+    An optional field marked ``omit_if_none`` is left out while it is None, so adding one
+    leaves the rows of every record that does not use it byte for byte as they were.
+    """
+    row = asdict(record)
+    for f in fields(record):
+        if f.metadata.get("omit_if_none") and row[f.name] is None:
+            del row[f.name]
+    return row
 
 
 def from_row(cls: type[T], row: dict[str, Any]) -> T:
@@ -103,7 +111,11 @@ class Judgment:
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """One row of pairs.jsonl, in TRL's conversational preference format plus provenance."""
+    """One row of pairs.jsonl, in TRL's conversational preference format plus provenance.
+
+    ``principle_scores`` (pairs judged under every principle only) maps each principle id to
+    P(chosen better) under that principle alone; ``p_chosen`` is their aggregation.
+    """
 
     prompt: Chat
     chosen: Chat
@@ -118,6 +130,7 @@ class PreferencePair:
     judge_model: str
     generator_model: str
     constitution_sha256: str
+    principle_scores: dict[str, float] | None = field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(frozen=True)

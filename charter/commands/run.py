@@ -30,7 +30,14 @@ from charter.commands.shared import (
     stage_chunk_size,
     write_run_report,
 )
-from charter.dataset_card import CardFacts, judge_section, render_card
+from charter.dataset_card import (
+    CardFacts,
+    judge_section,
+    principle_section,
+    render_card,
+    vector_counts,
+)
+from charter.exports import with_score_columns
 from charter.generators.stage import generate_candidates
 from charter.jsonl import read_jsonl, write_text_atomic
 from charter.judge_building import build_judge
@@ -56,12 +63,20 @@ def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
         inputs = [resolve_path(cfg.prompts.path)]
     elif stage == "judge":
         settings = resolved(cfg.judge, cfg.constitution, cfg.seed, cfg.principle_per, cfg.ranking)
+        if cfg.principle_per == "all":  # only here, so other runs keep their stage marks
+            settings = resolved(settings, principle_aggregation(cfg))
         inputs = [constitution, run_dir / run_files.CANDIDATES, *calibration_files(cfg.judge)]
     else:
         settings = resolved(cfg.pairs, cfg.constitution, cfg.experiment_name)
         names = (run_files.CANDIDATES, run_files.JUDGMENTS, run_files.RANKINGS)
         inputs = [constitution, *(run_dir / n for n in names)]
     return run_state.stage_fingerprint(settings, inputs)
+
+
+def principle_aggregation(cfg: DictConfig) -> str:
+    """How ``principle_per=all`` combines principles (``log_odds`` in a config from before the
+    setting existed)."""
+    return str(cfg.get("principle_aggregation") or "log_odds")
 
 
 def calibration_files(judge: DictConfig) -> list[Path]:
@@ -124,6 +139,14 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     done = stage_fingerprint(cfg, "judge", run_dir)
     run_state.clear_done(run_dir, "judge")
     constitution = run_constitution(cfg)
+    if cfg.principle_per == "all" and len(constitution.principles) == 1:
+        console.print(
+            f"warning: principle_per=all with the single principle "
+            f"{constitution.principles[0].id!r} is the same as principle_per=prompt; going on",
+            markup=False,
+            soft_wrap=True,
+            highlight=False,
+        )
     judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
     engine = getattr(judge, "engine", None)
     total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
@@ -143,6 +166,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             seed=cfg.seed,
             chunk_size=stage_chunk_size(cfg, engine),
             principle_per=cfg.principle_per,
+            principle_aggregation=principle_aggregation(cfg),  # type: ignore[arg-type]
             ranking=cfg.ranking,
             on_progress=advance,
         )
@@ -159,6 +183,15 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
         extra["cascade"] = {
             **judge.summary(),
             "needs_human": sum(bool(j.raw["cascade"]["needs_human"]) for j in judgments),
+        }
+    if cfg.principle_per == "all":
+        extra["principles"] = {
+            "count": len(constitution.principles),
+            "aggregation": principle_aggregation(cfg),
+            "comparisons": n * len(constitution.principles),
+            "comparisons_per_second": round(n * len(constitution.principles) / seconds, 3)
+            if seconds
+            else None,
         }
     if isinstance(judge, CalibratedJudge):
         extra["calibration"] = {
@@ -224,7 +257,7 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     rows = [to_row(p) for p in result.pairs]
     run_files.write_rows(run_dir, run_files.PAIRS, rows)
     run_files.replace_rejects(run_dir, "pairs", result.rejects)
-    publish_dataset(run_dir, rows)
+    publish_dataset(run_dir, [with_score_columns(r) for r in rows])
     n = len(judgments)
     summary = run_state.update_summary(
         run_dir,
@@ -254,13 +287,14 @@ def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             "prompts with candidates": len(sets),
             "candidates": sum(len(s.candidates) for s in sets),
             "comparisons (each in 2 orders)": n,
+            **vector_counts(judgments),
             "pairs": len(rows),
         },
         dropped=dict(result.dropped),
         rejects_by_reason=_rejects_by_reason(run_dir),
         swap_consistency=sum(j.swap_consistent for j in judgments) / n if n else None,
         mean_margin=summary["pairs"]["mean_margin"],
-        extra_section=judge_section(summary.get("judge", {})),
+        extra_section=judge_section(summary.get("judge", {})) + principle_section(judgments),
     )
     write_text_atomic(run_dir / "README.md", render_card(facts))
     run_state.update_summary(run_dir, "pairs", summary["pairs"], done=done)

@@ -14,22 +14,49 @@ Bradley-Terry ranking then orders the candidates on one criterion (mixing criter
 prompt invites intransitive outcomes), principles still vary across prompts as in Constitutional
 AI, and the judge's chats about one prompt share the principle in their common prefix, which the
 engine computes once. ``principle_per="comparison"`` draws one per pair, as the paper does.
+
+``principle_per="all"`` judges every pair under every principle (P times the judge's requests)
+and writes one judgment per pair, labelled by :func:`~charter.judges.principles.aggregate` of
+the per-principle probabilities, with the vector and each principle's own figures in ``raw``
+(:func:`~charter.judges.principles.aggregated_judgment`). Rankings, pairs and every reader of
+judgments.jsonl therefore see one row per pair, as under the other settings.
+
+Request order under ``all``: the pairwise judge's user turn (``pairwise.jinja2``; also
+``structured.jinja2``) opens with the principle's question, then the instructions, the
+conversation and the two responses. So chats under two principles share only the system turn,
+while chats under one principle about one prompt share all up to the first response. A prompt's
+requests go principle by principle (all its pairs under the first, then the second, ...), in
+one call: the transformers engine finds shared prefixes anywhere in a call, and an engine that
+reuses its cache in arrival order (vLLM, a server) finds each in the request just before.
+Computing the responses once for every principle would need the question after the responses
+(as ``pointwise.jinja2`` has it): a different judge prompt, not an ordering.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from charter.constitution import Constitution
 from charter.errors import InputError
 from charter.judges.context import needs_of
-from charter.judges.principles import draw_principle
+from charter.judges.principles import (
+    AGGREGATIONS,
+    ALL_PRINCIPLES,
+    PrincipleAggregation,
+    aggregated_judgment,
+    draw_principle,
+)
 from charter.judges.protocol import Comparison, Judge
 from charter.judges.ranking import bradley_terry, win_rates
-from charter.judges.tournament import TournamentRounds
+from charter.judges.tournament import (
+    SortSteps,
+    TournamentRounds,
+    knockout_steps,
+    merge_sort_steps,
+)
 from charter.records import Candidate, CandidateSet, Judgment, Reject
 
 
@@ -43,15 +70,29 @@ class Ranking:
     bradley_terry: dict[str, float]
 
 
-PrincipleDraw = Literal["prompt", "comparison"]
-RankingScheme = Literal["all_pairs", "tournament"]
+PrincipleDraw = Literal["prompt", "comparison", "all"]
+RankingScheme = Literal["all_pairs", "tournament", "knockout"]
 
 
-def _check_principle_per(principle_per: str) -> None:
-    if principle_per not in ("prompt", "comparison"):
+def _check_principle_per(
+    principle_per: str, constitution: Constitution, aggregation: str = "log_odds"
+) -> None:
+    if principle_per not in ("prompt", "comparison", "all"):
         raise InputError(
-            f"principle_per must be 'prompt' or 'comparison', got {principle_per!r}",
+            f"principle_per must be 'prompt', 'comparison' or 'all', got {principle_per!r}",
             field="principle_per",
+        )
+    if principle_per == "all" and aggregation not in AGGREGATIONS:
+        raise InputError(
+            f"principle_aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}",
+            field="principle_aggregation",
+        )
+    if principle_per == "all" and any(p.id == ALL_PRINCIPLES for p in constitution.principles):
+        raise InputError(
+            f"principle_per=all marks combined judgments with principle_id {ALL_PRINCIPLES!r}, "
+            f"which a principle of {constitution.name!r} uses; rename that principle",
+            file=constitution.source,
+            field="principle_id",
         )
 
 
@@ -63,9 +104,13 @@ def comparison_of(
     seed: int,
     principle_per: PrincipleDraw,
 ) -> Comparison:
-    """Candidate ``a`` vs ``b`` of one prompt, under the principle drawn for it."""
-    key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
-    principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
+    """Candidate ``a`` vs ``b`` of one prompt, under the principle drawn for it (under ``all``,
+    the first principle: :func:`under_every_principle` makes the comparison's copies)."""
+    if principle_per == "all":
+        principle = constitution.principles[0]
+    else:
+        key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
+        principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
     return Comparison(
         prompt_id=cs.prompt_id,
         messages=cs.messages,
@@ -77,6 +122,22 @@ def comparison_of(
     )
 
 
+def under_every_principle(
+    comparisons: Sequence[Comparison], constitution: Constitution
+) -> list[Comparison]:
+    """Each comparison once per principle, prompt by prompt and, within a prompt, principle by
+    principle (the order the module docstring explains)."""
+    by_prompt: dict[str, list[Comparison]] = {}
+    for c in comparisons:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+    return [
+        replace(c, principle=p)
+        for group in by_prompt.values()
+        for p in constitution.principles
+        for c in group
+    ]
+
+
 def build_comparisons(
     sets: Sequence[CandidateSet],
     constitution: Constitution,
@@ -86,9 +147,10 @@ def build_comparisons(
 ) -> tuple[list[Comparison], list[Reject]]:
     """All pairs (i < j) of each prompt's candidates, each with its drawn principle.
 
-    ``principle_per`` says what one draw covers: all pairs of a prompt, or a single pair.
+    ``principle_per`` says what one draw covers: all pairs of a prompt, or a single pair; under
+    ``all`` every pair comes once per principle (:func:`under_every_principle`).
     """
-    _check_principle_per(principle_per)
+    _check_principle_per(principle_per, constitution)
     comparisons: list[Comparison] = []
     rejects: list[Reject] = []
     for cs in sets:
@@ -103,6 +165,8 @@ def build_comparisons(
                 )
                 continue
             comparisons.append(comparison_of(cs, a, b, constitution, seed, principle_per))
+    if principle_per == "all":
+        comparisons = under_every_principle(comparisons, constitution)
     return comparisons, rejects
 
 
@@ -135,6 +199,7 @@ def judge_candidates(
     seed: int,
     chunk_size: int = 32,
     principle_per: PrincipleDraw = "prompt",
+    principle_aggregation: PrincipleAggregation = "log_odds",
     ranking: RankingScheme = "all_pairs",
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
@@ -145,26 +210,48 @@ def judge_candidates(
         judge: any judge; it scores both orders itself.
         constitution: where principles are drawn from.
         seed: drives the principle draw.
-        principle_per: one principle per prompt (default) or per comparison.
+        principle_per: one principle per prompt (default), per comparison, or ``all``: every
+            principle, combined into one judgment per pair.
+        principle_aggregation: how ``all`` combines the principles (see
+            :func:`~charter.judges.principles.aggregate`); unused otherwise.
         ranking: ``all_pairs`` judges every pair; ``tournament`` only the ~K log2 K pairs a
-            merge sort asks about, plus best vs worst (see :mod:`charter.judges.tournament`).
+            merge sort asks about, plus best vs worst; ``knockout`` only the ~3K/2 that find
+            the best and the worst (see :mod:`charter.judges.tournament`).
         chunk_size: comparisons per judge call, at least (progress granularity; the engine
             batches within a call as it sees fit). A prompt's comparisons always go in one call,
-            so the engine can share their common prefix.
-        on_progress: called with the number of comparisons just finished.
+            so the engine can share their common prefix; under ``all`` a comparison counts once
+            per principle here.
+        on_progress: called with the number of comparisons (pairs) just finished.
 
     Returns:
         judgments in a stable order (prompt order, then pair order; for a tournament, round
         order), rankings per prompt, and rejects for comparisons that were skipped.
     """
-    if ranking == "tournament":
-        return _tournament(sets, judge, constitution, seed, chunk_size, principle_per, on_progress)
+    _check_principle_per(principle_per, constitution, principle_aggregation)
+    if ranking in ("tournament", "knockout"):
+        return _tournament(
+            sets,
+            judge,
+            constitution,
+            seed,
+            chunk_size,
+            principle_per,
+            principle_aggregation,
+            on_progress,
+            knockout_steps if ranking == "knockout" else merge_sort_steps,
+        )
     if ranking != "all_pairs":
         raise InputError(
-            f"ranking must be 'all_pairs' or 'tournament', got {ranking!r}", field="ranking"
+            f"ranking must be 'all_pairs', 'tournament' or 'knockout', got {ranking!r}",
+            field="ranking",
         )
     comparisons, rejects = build_comparisons(sets, constitution, seed, principle_per=principle_per)
-    judgments, too_long = judge_what_fits(comparisons, judge, chunk_size, on_progress)
+    if principle_per == "all":
+        judgments, too_long = judge_under_every_principle(
+            comparisons, judge, constitution, principle_aggregation, chunk_size, on_progress
+        )
+    else:
+        judgments, too_long = judge_what_fits(comparisons, judge, chunk_size, on_progress)
     return judgments, rank(sets, judgments), [*rejects, *too_long]
 
 
@@ -220,6 +307,41 @@ def judge_what_fits(
     return judgments, rejects
 
 
+def judge_under_every_principle(
+    comparisons: Sequence[Comparison],
+    judge: Judge,
+    constitution: Constitution,
+    aggregation: PrincipleAggregation,
+    chunk_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[Judgment], list[Reject]]:
+    """Judge the copies :func:`under_every_principle` made and combine each pair's into one
+    judgment (:func:`~charter.judges.principles.aggregated_judgment`), in pair order.
+
+    A pair is judged under every principle or not at all: if its chat under any principle is
+    too long for the judge, none of its copies is sent, and one reject says under how many
+    principles it did not fit (a partial vector would be a different aggregation).
+    """
+    count = len(constitution.principles)
+    weights = {p.id: p.weight for p in constitution.principles}
+    judged: dict[tuple[str, str], list[Judgment]] = {}
+    rejects: list[Reject] = []
+    for chunk in _whole_prompt_chunks(comparisons, chunk_size):
+        kept, too_long = fits_judge_context(chunk, judge)
+        first_reject: dict[str, Reject] = {}
+        for r in too_long:
+            first_reject.setdefault(r.source, r)
+        for source, r in first_reject.items():
+            n = sum(t.source == source for t in too_long)
+            rejects.append(replace(r, reason=f"{r.reason} (under {n} of {count} principles)"))
+        kept = [c for c in kept if f"{c.candidate_a} vs {c.candidate_b}" not in first_reject]
+        for j in judge.judge(kept) if kept else []:
+            judged.setdefault((j.candidate_a, j.candidate_b), []).append(j)
+        if on_progress:
+            on_progress(len(chunk) // count)
+    return [aggregated_judgment(js, weights, aggregation) for js in judged.values()], rejects
+
+
 def judge_in_chunks(
     comparisons: Sequence[Comparison],
     judge: Judge,
@@ -242,27 +364,40 @@ def _tournament(
     seed: int,
     chunk_size: int,
     principle_per: PrincipleDraw,
+    aggregation: PrincipleAggregation,
     on_progress: Callable[[int], None] | None,
+    steps: Callable[[Sequence[str]], SortSteps] = merge_sort_steps,
 ) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
-    """Merge-sort rounds across all prompts, then best vs worst where the sort never met them.
+    """Merge-sort (or knockout) rounds across all prompts, then best vs worst where the search
+    never met them.
 
     The ranking is the sort's order: with only ~K log K soft labels, a Bradley-Terry fit can
     swap neighbours the sort separated on a direct comparison. Both scores are still reported.
+    Under ``principle_per=all`` each round's pairs are judged under every principle and the
+    sort reads their combined judgments.
     """
-    _check_principle_per(principle_per)
+    _check_principle_per(principle_per, constitution)
     by_id = {c.candidate_id: c for cs in sets for c in cs.candidates}
     set_of = {cs.prompt_id: cs for cs in sets}
 
     def comparison(cs: CandidateSet, a: str, b: str) -> Comparison:
         return comparison_of(cs, by_id[a], by_id[b], constitution, seed, principle_per)
 
-    rounds = TournamentRounds(sets, comparison)
+    def judge_batch(batch: Sequence[Comparison]) -> tuple[list[Judgment], list[Reject]]:
+        if principle_per != "all":
+            return judge_what_fits(batch, judge, chunk_size, on_progress)
+        copies = under_every_principle(batch, constitution)
+        return judge_under_every_principle(
+            copies, judge, constitution, aggregation, chunk_size, on_progress
+        )
+
+    rounds = TournamentRounds(sets, comparison, steps)
     judgments: list[Judgment] = []
     too_long: list[Reject] = []
     asked: set[frozenset[str]] = set()  # judged, or rejected as too long
     while batch := rounds.next_round():
         asked |= {frozenset((c.candidate_a, c.candidate_b)) for c in batch}
-        done, skipped = judge_what_fits(batch, judge, chunk_size, on_progress)
+        done, skipped = judge_batch(batch)
         judgments.extend(done)
         too_long.extend(skipped)
         answers = {(c.candidate_a, c.candidate_b): 0.5 for c in batch}  # unjudged: a tie
@@ -276,7 +411,7 @@ def _tournament(
         and by_id[r.order[0]].text.strip() != by_id[r.order[-1]].text.strip()
     ]
     if ends:
-        done, skipped = judge_what_fits(ends, judge, chunk_size, on_progress)
+        done, skipped = judge_batch(ends)
         judgments.extend(done)
         too_long.extend(skipped)
         rankings = rank(sets, judgments, rounds.order)

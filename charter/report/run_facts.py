@@ -21,8 +21,10 @@ from omegaconf import OmegaConf
 
 from charter import run_files, run_state
 from charter.jsonl import read_jsonl
+from charter.judges.principles import principle_scores
 from charter.records import CandidateSet, Judgment, from_row
 from charter.report.plan_facts import BudgetStop, PlanCheck, gather_budget_stop, gather_plan
+from charter.report.principle_facts import PrincipleVectors, gather_vectors, per_principle_inputs
 from charter.report.table_rows import Response, TableRow, judge_notes
 
 
@@ -92,6 +94,8 @@ class RunFacts:
     budget_stop: BudgetStop | None = None
     not_due: list[str] = field(default_factory=list)
     """What a run stopped by its budget has not written yet: expected, not a warning."""
+    vectors: PrincipleVectors | None = None
+    """How the principles relate, for a run that judged under every principle."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -256,6 +260,7 @@ def _row(
         first, second, p = j.candidate_a, j.candidate_b, j.p_a
     else:
         first, second, p = j.candidate_b, j.candidate_a, 1 - j.p_a
+    scores = principle_scores(j) or {}
     return TableRow(
         prompt_id=j.prompt_id,
         principle=j.principle_id,
@@ -270,6 +275,7 @@ def _row(
         a_id=j.candidate_a,
         swap_consistent=j.swap_consistent,
         notes=judge_notes(j.raw),
+        principle_scores={k: v if first == j.candidate_a else 1 - v for k, v in scores.items()},
     )
 
 
@@ -377,7 +383,7 @@ def gather_run(run_dir: Path) -> RunFacts:
         headline=_headline(summary, judgments, pairs),
         costs=costs,
         drops=_drops(summary, rejects),
-        principles=principle_stats(judgments, pairs or [], lengths),
+        principles=principle_stats(*per_principle_inputs(judgments, pairs or []), lengths),
         rows=comparison_rows(judgments, sets, pairs, rejects, settings),
         judgments=judgments,
         missing=_missing(run_dir, summary) if stop is None or stop.finished else [],
@@ -385,4 +391,5 @@ def gather_run(run_dir: Path) -> RunFacts:
         plan=plan,
         budget_stop=stop,
         not_due=_not_due(run_dir, summary) if stop is not None and not stop.finished else [],
+        vectors=gather_vectors(judgments),
     )

@@ -56,6 +56,7 @@ class TableRow:
     are the judgment's own numbers, P(``a_id`` better) with ``a_id`` shown first and second.
     ``status`` is ``kept`` (published), ``dropped`` (a filter removed it, ``reason`` says which),
     ``not selected`` (the strategy picked another pair) or ``pending`` (no pairs stage yet).
+    ``principle_scores`` (runs judged under every principle) is P(first better) per principle.
     """
 
     prompt_id: str
@@ -71,6 +72,7 @@ class TableRow:
     a_id: str | None = None
     swap_consistent: bool | None = None
     notes: list[Note] = field(default_factory=list)
+    principle_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def kept(self) -> bool:
