@@ -1,11 +1,11 @@
-"""Tournament (merge-sort) ranking against all pairs: comparisons, seconds, and agreement.
+"""Tournament (merge sort) and knockout ranking against all pairs: comparisons, seconds, agreement.
 
-Samples K responses for a few quickstart prompts once, then judges the same candidates both ways
-with the same judge, alternating which goes first in each repeat, with the call cache off. It
-prints the comparison and time ratios, how often the two schemes pick the same best and worst
-candidate, and Kendall's tau between their orders (1 = identical rankings).
+Samples K responses for a few quickstart prompts once, then judges the same candidates with every
+scheme and the same judge, rotating which goes first in each repeat, with the call cache off. It
+prints the comparison and time ratios, how often each scheme picks the same best and worst
+candidate as all pairs, and Kendall's tau between their orders (1 = identical rankings).
 
-    .venv/bin/python -m bench.ranking_cost [--prompts 4] [--samples 4 8] [--engine fake]
+    .venv/bin/python -m bench.ranking_cost [--prompts 4] [--samples 4 8 16] [--engine fake]
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ def kendall_tau(x: list[str], y: list[str]) -> float:
     return (2 * concordant - len(pairs)) / len(pairs)
 
 
+SCHEMES = ("all_pairs", "tournament", "knockout")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--samples", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--samples", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--engine", choices=("real", "fake"), default="real")
@@ -58,36 +61,39 @@ def main(argv: list[str] | None = None) -> None:
     constitution = load_constitution(CONSTITUTION)
     prompts, _ = load_prompts(PROMPTS, limit=args.prompts)
     print(f"engine: {args.engine}; {args.prompts} prompts; judge: pairwise, both orders")
-    print(
-        "K | comparisons all / tour | ratio | seconds all / tour (median) | ratio "
-        "| same best | same worst | Kendall tau"
-    )
+    print("against all pairs: comparisons, median seconds, and how often the scheme picks the")
+    print("same best and worst candidate; Kendall tau of the whole order (knockout orders only")
+    print("its two ends, so its tau is not comparable)")
+    print("K | scheme | comparisons | ratio | seconds | ratio | same best | same worst | tau")
     for k in args.samples:
         sampling = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.8, seed=0)
         sets, _ = generate_candidates(prompts, engine, sampling, k)
-        seconds: dict[str, list[float]] = {"all_pairs": [], "tournament": []}
+        seconds: dict[str, list[float]] = {s: [] for s in SCHEMES}
         results = {}
         for rep in range(args.repeats):
-            schemes = ("all_pairs", "tournament") if rep % 2 == 0 else ("tournament", "all_pairs")
-            for scheme in schemes:
+            order = SCHEMES[rep % len(SCHEMES) :] + SCHEMES[: rep % len(SCHEMES)]  # rotate
+            for scheme in order:
                 start = time.perf_counter()
                 results[scheme] = judge_candidates(
                     sets, judge, constitution, seed=0, ranking=scheme
                 )
                 seconds[scheme].append(time.perf_counter() - start)
-        n_all, n_tour = (len(results[s][0]) for s in ("all_pairs", "tournament"))
-        t_all, t_tour = (statistics.median(seconds[s]) for s in ("all_pairs", "tournament"))
-        orders = [
-            (a.order, b.order)
-            for a, b in zip(results["all_pairs"][1], results["tournament"][1], strict=True)
-        ]
-        same_best = sum(a[0] == b[0] for a, b in orders) / len(orders)
-        same_worst = sum(a[-1] == b[-1] for a, b in orders) / len(orders)
-        tau = statistics.mean(kendall_tau(a, b) for a, b in orders)
-        print(
-            f"{k} | {n_all} / {n_tour} | {n_tour / n_all:.2f} | {t_all:.1f} / {t_tour:.1f} "
-            f"| {t_tour / t_all:.2f} | {same_best:.2f} | {same_worst:.2f} | {tau:.2f}"
-        )
+        n_all = len(results["all_pairs"][0])
+        t_all = statistics.median(seconds["all_pairs"])
+        for scheme in SCHEMES:
+            n = len(results[scheme][0])
+            t = statistics.median(seconds[scheme])
+            orders = [
+                (a.order, b.order)
+                for a, b in zip(results["all_pairs"][1], results[scheme][1], strict=True)
+            ]
+            same_best = sum(a[0] == b[0] for a, b in orders) / len(orders)
+            same_worst = sum(a[-1] == b[-1] for a, b in orders) / len(orders)
+            tau = statistics.mean(kendall_tau(a, b) for a, b in orders)
+            print(
+                f"{k} | {scheme} | {n} | {n / n_all:.2f} | {t:.2f} | {t / t_all:.2f} "
+                f"| {same_best:.2f} | {same_worst:.2f} | {tau:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,45 @@ def merge_sort_steps(ids: Sequence[str]) -> SortSteps:
     return runs[0] if runs else []
 
 
+def knockout_steps(ids: Sequence[str]) -> SortSteps:
+    """Find the best and the worst of K in about 3K/2 comparisons and log2 K rounds.
+
+    Round one pairs neighbours; winners go on to a bracket that finds the best, losers to one
+    that finds the worst, and the two brackets ask their questions in the same rounds. With an
+    odd K the unpaired candidate enters both brackets. Only the two ends are ranked: the
+    candidates between them keep the generation order (enough for ``best_vs_worst``; use
+    ``tournament`` or ``all_pairs`` when the whole order matters).
+    """
+    ids = list(ids)
+    if len(ids) < 2:
+        return ids
+    first = [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
+    answers = yield first
+    winners = [a if p >= 0.5 else b for (a, b), p in zip(first, answers, strict=True)]
+    losers = [b if p >= 0.5 else a for (a, b), p in zip(first, answers, strict=True)]
+    if len(ids) % 2:
+        winners.append(ids[-1])
+        losers.append(ids[-1])
+    met: dict[str, str] = {}  # in the losers' bracket: whom each candidate last met
+    while len(winners) > 1 or len(losers) > 1:
+        up = [(winners[i], winners[i + 1]) for i in range(0, len(winners) - 1, 2)]
+        down = [(losers[i], losers[i + 1]) for i in range(0, len(losers) - 1, 2)]
+        answers = yield up + down
+        up_p, down_p = answers[: len(up)], answers[len(up) :]
+        winners = [a if p >= 0.5 else b for (a, b), p in zip(up, up_p, strict=True)] + (
+            [winners[-1]] if len(winners) % 2 else []
+        )
+        for a, b in down:
+            met[a], met[b] = b, a
+        losers = [b if p >= 0.5 else a for (a, b), p in zip(down, down_p, strict=True)] + (
+            [losers[-1]] if len(losers) % 2 else []
+        )
+    best, worst = winners[0], losers[0]
+    if best == worst:  # an odd one out that a contradictory judge ranked top and bottom
+        worst = met[best]
+    return [best, *(c for c in ids if c not in (best, worst)), worst]
+
+
 def max_comparisons(k: int) -> int:
     """The most comparisons :func:`merge_sort_steps` can ask for K candidates (before the final
     best-vs-worst check)."""
@@ -65,12 +104,15 @@ class TournamentRounds:
         sets: the prompts and their candidates.
         comparison: builds the Comparison of two candidate ids of one prompt (the principle draw
             is the caller's, so it matches the all-pairs path).
+        steps: the search run per prompt: :func:`merge_sort_steps` (a full order) or
+            :func:`knockout_steps` (only the best and the worst).
     """
 
     def __init__(
         self,
         sets: Sequence[CandidateSet],
         comparison: Callable[[CandidateSet, str, str], Comparison],
+        steps: Callable[[Sequence[str]], SortSteps] = merge_sort_steps,
     ) -> None:
         self._comparison = comparison
         self._sets = {cs.prompt_id: cs for cs in sets}
@@ -80,9 +122,9 @@ class TournamentRounds:
         self._sorts: dict[str, SortSteps] = {}
         self._asked: dict[str, list[Pair]] = {}
         for cs in sets:
-            steps = merge_sort_steps([c.candidate_id for c in cs.candidates])
-            self._sorts[cs.prompt_id] = steps
-            self._advance(cs.prompt_id, lambda s=steps: next(s))
+            search = steps([c.candidate_id for c in cs.candidates])
+            self._sorts[cs.prompt_id] = search
+            self._advance(cs.prompt_id, lambda s=search: next(s))
 
     def _advance(self, prompt_id: str, step: Callable[[], list[Pair]]) -> None:
         """Run the prompt's sort until it asks about a pair of different texts, or finishes."""
