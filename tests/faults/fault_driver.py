@@ -7,6 +7,9 @@
 - ``enospc:NAME``: the disk fills up while NAME's temp file is being written;
 - ``cache-full:N``: SQLite reports a full disk on the call cache's Nth write;
 - ``slow:S``: every engine call takes S seconds longer (for signals sent from outside).
+
+``FAULT_ENGINE=transformers`` puts the engine faults on the real transformers engine instead of
+the fake one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ import time
 from charter.call_cache import CallCache
 from charter.generators.fake_engine import FakeEngine
 
+if os.environ.get("FAULT_ENGINE") == "transformers":
+    from charter.generators.transformers_engine import TransformersEngine as FaultyEngine
+else:
+    FaultyEngine = FakeEngine
+
 kind, _, arg = os.environ.get("FAULT", "").partition(":")
 counts: dict[str, int] = {}
 
@@ -30,7 +38,7 @@ def die() -> None:
 
 
 def patch_engine(name: str) -> None:
-    original = getattr(FakeEngine, name)
+    original = getattr(FaultyEngine, name)
 
     def call(self, *args, **kwargs):
         if kind == "slow":
@@ -42,7 +50,7 @@ def patch_engine(name: str) -> None:
             die()
         return out
 
-    setattr(FakeEngine, name, call)
+    setattr(FaultyEngine, name, call)
 
 
 patch_engine("generate")

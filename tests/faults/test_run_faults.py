@@ -50,8 +50,10 @@ def args_for(run: Path, cache: Path, *extra: str) -> list[str]:
     ]
 
 
-def start(args: list[str], cwd: Path, fault: str = "") -> subprocess.Popen[str]:
-    env = {**os.environ, "FAULT": fault, "PYTHONPATH": str(REPO)}
+def start(
+    args: list[str], cwd: Path, fault: str = "", engine: str = "fake"
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "FAULT": fault, "FAULT_ENGINE": engine, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, str(DRIVER), *args],
         cwd=cwd,
@@ -222,3 +224,28 @@ def test_two_runs_sharing_one_cache_at_once_both_match(tmp_path: Path, baseline:
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     # no call stored twice: one entry per distinct generate chat and judge chat
     assert entries == summary["generate"]["candidate_sets"] + 2 * summary["judge"]["comparisons"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["kill:choice_logprobs:2"])
+def test_the_real_model_killed_mid_stage_resumes_to_identical_outputs(
+    tmp_path: Path, fault: str
+) -> None:
+    """The same through SmolLM2: its calls are cached as they return, so a resumed run is the
+    undisturbed one, byte for byte."""
+    size = ["experiment=smoke", "prompts.limit=3", "generator.num_samples=2", "chunk_size=1"]
+    base = ["run", *size, "report=false"]
+    clean, run = tmp_path / "clean", tmp_path / "run"
+    code, out = wait(
+        start(
+            [*base, f"cache_dir={tmp_path / 'c1'}", f"hydra.run.dir={clean}"],
+            tmp_path,
+            engine="transformers",
+        )
+    )
+    assert code == 0, out
+    args = [*base, f"cache_dir={tmp_path / 'c2'}", f"hydra.run.dir={run}"]
+    code, out = wait(start(args, tmp_path, fault, engine="transformers"))
+    assert code == -signal.SIGKILL, out
+    resume(run, tmp_path)
+    assert_same_outputs(run, clean)
