@@ -196,7 +196,8 @@ def _time_and_cost(
             sources.append(found.source)
         prices = eng.price_per_mtok or {}
         cost += (ptok * prices.get("input", 0.0) + out * prices.get("output", 0.0)) / 1e6
-    stage.seconds = None if seconds != seconds else round(seconds, 2)
+    # three significant figures: a fast engine's estimate must not round to zero
+    stage.seconds = None if seconds != seconds else float(f"{seconds:.3g}")
     stage.seconds_source = ", ".join(sorted(set(sources))) or (
         "nothing new to run" if not per_engine else "unknown (no earlier runs; plan.probe=false)"
     )
@@ -276,7 +277,7 @@ def make_plan(cfg: DictConfig, *, probe: bool = False) -> Plan:
         all_pairs_comparisons=all_pairs - sum(1 for r in judge_rejects if "identical" in r.reason),
         stages=stages,
         principles=dict(sorted(principles.items())),
-        seconds=None if any(t is None for t in times) else round(sum(times), 2),  # type: ignore[arg-type]
+        seconds=None if any(t is None for t in times) else float(f"{sum(times):.3g}"),  # type: ignore[arg-type]
         cost=round(sum(s.cost or 0.0 for s in stages.values()), 6),
         notes=notes,
         planning_seconds=round(time.perf_counter() - start, 2),
