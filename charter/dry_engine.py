@@ -44,6 +44,9 @@ class ReadOnlyCache:
     def put_many(self, items: Sequence[tuple[str, Any]], *, kind: str, model: str) -> None:
         return None
 
+    def put_encoded(self, items: Sequence[tuple[str, str]], kind: str, model: str) -> None:
+        return None
+
 
 @dataclass
 class Spend:

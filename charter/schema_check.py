@@ -18,6 +18,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from charter.errors import InputError
@@ -141,13 +142,54 @@ def row_errors(name: str, row: dict[str, Any]) -> list[str]:
     return [f"{e.field or '(row)'}: {e.message}" for e in field_errors(name, row)]
 
 
+@cache
+def _fast_check(name: str) -> Any:
+    """A yes/no check of schema ``name`` compiled to Python once (fastjsonschema), or None.
+
+    jsonschema walks the schema for every row (~0.4 ms a candidate set); the compiled check is
+    tens of times faster, which matters at a million rows. It only says whether a row is valid:
+    a failing row goes through :func:`field_errors` for the message. ``x-lastRole`` is checked
+    beside it where it sits on a top-level property (all our schemas); anywhere else, None, and
+    every row takes the full path.
+    """
+    schema = load_schema(name)
+    last_roles = {
+        key: prop["x-lastRole"]
+        for key, prop in schema.get("properties", {}).items()
+        if "x-lastRole" in prop
+    }
+    if json.dumps(schema).count('"x-lastRole"') != len(last_roles):
+        return None
+    compiled = fastjsonschema.compile(
+        {**schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+    )
+
+    def valid(row: Any) -> bool:
+        try:
+            compiled(row)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return all(
+            not isinstance(row.get(key), list)
+            or not row[key]
+            or not isinstance(row[key][-1], dict)
+            or row[key][-1].get("role") == role
+            for key, role in last_roles.items()
+        )
+
+    return valid
+
+
 def check_rows(name: str, rows: Iterable[dict[str, Any]], *, file: str) -> None:
     """Check every row against schema ``name``; call it right before publishing ``file``.
 
     Raises:
         InputError: at the first bad row, with its 1-based row number and the field at fault.
     """
+    fast = _fast_check(name)
     for index, row in enumerate(rows):
+        if fast is not None and fast(row):
+            continue
         problems = field_errors(name, row)
         if problems:
             first = problems[0]

@@ -197,3 +197,39 @@ def test_engines_that_batch_for_themselves_get_a_whole_stage_per_call(tmp_path) 
     assert stage_chunk_size(cfg, cached) > 10**9  # seen through the cache wrapper
     assert stage_chunk_size(cfg, FakeEngine()) == 32  # transformers-like: progress-sized chunks
     assert VLLMEngine.schedules_own_batches and OpenAIEngine.schedules_own_batches
+
+
+def test_fast_keys_are_the_canonical_json_keys_byte_for_byte():
+    """Keys computed with the shared tail serialised once equal the definition's, so caches
+    filled before the speed-up are still hit (unicode, quotes and nesting included)."""
+    from charter.call_cache import _slow_call_key, call_key
+
+    chats = [user('héllo "quoted" \\ 你好'), [{"role": "system", "content": ""}, *user("x")]]
+    settings = [{"choices": ["A", "B"]}, {"sampling": {"seed": 3, "temperature": 0.7}, "n": 2}]
+    for chat in chats:
+        for s in settings:
+            for kind in ("generate", "choice_logprobs"):
+                assert call_key(kind, "m", "fp", s, chat) == _slow_call_key(
+                    kind, "m", "fp", s, chat
+                )
+
+
+def test_a_kept_handle_survives_a_failed_write_and_a_fork(tmp_path):
+    """The connection is kept between operations: a failed write leaves it usable, and a forked
+    child opens its own handle rather than using the parent's (which SQLite forbids)."""
+    cache = CallCache(tmp_path / "calls.sqlite")
+    cache.put_many([("k1", 1)], kind="generate", model="m")
+    with pytest.raises(TypeError):
+        cache.put_many([("k2", object())], kind="generate", model="m")
+    cache.put_many([("k3", 3)], kind="generate", model="m")
+    assert cache.get_many(["k1", "k2", "k3"]) == {"k1": 1, "k3": 3}
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_read_in_child, (cache,)) == {"k1": 1, "k3": 3}
+    cache.put_many([("k4", 4)], kind="generate", model="m")  # the parent's handle still works
+    assert cache.get_many(["k4", "k5"]) == {"k4": 4, "k5": 5}  # and the child's write landed
+
+
+def _read_in_child(cache: CallCache) -> dict:
+    cache.put_many([("k5", 5)], kind="generate", model="m")
+    return cache.get_many(["k1", "k3"])

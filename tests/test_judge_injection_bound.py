@@ -103,3 +103,44 @@ def test_default_judge_injection_flip_rate_stays_under_its_bound() -> None:
     assert key in BOUNDS, f"no bound recorded for {key}: measure it and add it to BOUNDS"
     assert report.injection_flip_rate is not None
     assert report.injection_flip_rate <= BOUNDS[key]
+
+
+def test_joined_render_equals_the_full_render_whatever_the_responses_hold():
+    """The template is rendered once per conversation and principle and the responses joined
+    in; for responses with tags, look-alike tags, edge whitespace, emptiness and unicode, and
+    with and without few-shot examples, the chat is the one a full render gives. A template
+    that filters a response is rendered in full."""
+    import jinja2
+
+    from charter.constitution import load_constitution
+    from charter.judges.prompting import (
+        Template,
+        _render_pairwise_in_full,
+        load_template,
+        render_pairwise,
+    )
+
+    principle = load_constitution("constitutions/harmless.yaml").principles[0]
+    messages = [
+        {"role": "system", "content": "be <reply> brief"},
+        {"role": "user", "content": "Hi </conversation> there ＜response_a＞"},
+    ]
+    texts = ["", "  lead", "trail \n\n", "x</response_B>y", "</RESPONSE_a foo>", "你好\u200b<", "A"]
+    for name in ("pairwise", "structured"):
+        template = load_template(name)
+        for a in texts:
+            for b in texts:
+                for examples in (False, True):
+                    fast = render_pairwise(
+                        template, messages, principle, a, b, use_examples=examples
+                    )
+                    assert fast == _render_pairwise_in_full(
+                        template, messages, principle, a, b, examples
+                    )
+    source = "Q {{ principle.comparison }}\n{{ response_a | trim }}\n--\n{{ response_b }}\nEnd"
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    trimmed = Template("t", source, "sha", env.from_string(source))
+    assert "\n lead\n" not in render_pairwise(trimmed, messages, principle, " lead ", "b")
+    assert render_pairwise(trimmed, messages, principle, " lead ", "b") == (
+        _render_pairwise_in_full(trimmed, messages, principle, " lead ", "b", False)
+    )

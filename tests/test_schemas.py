@@ -187,3 +187,42 @@ def test_human_prefs_context_must_end_with_user_turn() -> None:
     assert row_errors("human_prefs", row) == [
         "messages[1].role: the last message must be a user turn, got 'assistant'"
     ]
+
+
+def _record_rows(name: str) -> list[dict[str, Any]]:
+    return [pair_row()] if name == "pairs" else [to_row(RECORDS[name])]
+
+
+def _broken_copies(node: Any) -> list[Any]:
+    """Copies of ``node`` with one part broken each: every leaf set to a wrong type or None,
+    every object given an unknown key or losing a key, every list emptied or given an extra
+    assistant turn at the end."""
+    out: list[Any] = []
+    if isinstance(node, dict):
+        out += [{**node, "unexpected_field": 1}]
+        for key, value in node.items():
+            out.append({k: v for k, v in node.items() if k != key})
+            out += [{**node, key: broken} for broken in _broken_copies(value)]
+    elif isinstance(node, list):
+        out += [[], [*node, {"role": "assistant", "content": "x"}], [*node, 7]]
+        for i, value in enumerate(node):
+            out += [[*node[:i], broken, *node[i + 1 :]] for broken in _broken_copies(value)]
+    else:
+        out += [12345, None, "text", -1.5, [node]]
+    return out
+
+
+@pytest.mark.parametrize("name", ["candidates", "judgments", "pairs", "rejects"])
+def test_the_compiled_check_agrees_with_the_full_validator(name: str) -> None:
+    """The fast yes/no check must never pass a row the full validator rejects (nor reject a
+    valid one): a valid row and hundreds of copies broken in one place each get the same verdict
+    from both."""
+    from charter.schema_check import _fast_check, field_errors
+
+    fast = _fast_check(name)
+    assert fast is not None
+    rows = _record_rows(name)
+    variants = rows + [v for row in rows for v in _broken_copies(row)]
+    assert len(variants) > 30
+    for row in variants:
+        assert fast(row) == (not field_errors(name, row)), row

@@ -53,6 +53,20 @@ class PairwiseLogprobJudge:
         self.use_examples = use_examples
         self.system_prompt = system_prompt
         self.model_id = engine.model_id
+        self._counted: dict[tuple[int, bool], tuple[Comparison, Chat]] = {}
+
+    def _chats(self, comparisons: Sequence[Comparison]) -> list[Chat]:
+        """Both orders' chats of each comparison, in order; the ones :meth:`context_needs`
+        just rendered are reused (the stage checks a chunk's fit, then judges the chunk)."""
+        out = []
+        for c in comparisons:
+            for s in (False, True):
+                held = self._counted.get((id(c), s))
+                out.append(
+                    held[1] if held is not None and held[0] is c else self.chat(c, swapped=s)
+                )
+        self._counted = {}
+        return out
 
     def chat(self, comparison: Comparison, *, swapped: bool) -> Chat:
         """The judge conversation for one order (``swapped``: b is shown as response A)."""
@@ -76,12 +90,17 @@ class PairwiseLogprobJudge:
     def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
         """Per comparison, its longer order's chat plus the one answer token."""
         chats = [[self.chat(c, swapped=s) for s in (False, True)] for c in comparisons]
+        # kept for the judge call that follows (the comparison too, so its id stays its own)
+        self._counted = {
+            (id(c), s): (c, chat)
+            for c, pair in zip(comparisons, chats, strict=True)
+            for s, chat in zip((False, True), pair, strict=True)
+        }
         return chat_needs(self.engine, chats, room=1)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:
         """Score every comparison in both orders in one batched engine call."""
-        chats = [self.chat(c, swapped=s) for c in comparisons for s in (False, True)]
-        scores = self.engine.choice_logprobs(chats, ["A", "B"])
+        scores = self.engine.choice_logprobs(self._chats(comparisons), ["A", "B"])
         judgments = []
         for i, c in enumerate(comparisons):
             first, swapped = scores[2 * i], scores[2 * i + 1]

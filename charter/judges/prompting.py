@@ -13,10 +13,11 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import jinja2
+from jinja2 import nodes
 
 from charter.constitution import FewShotExample, Principle
 from charter.records import Chat
@@ -99,15 +100,92 @@ def render_pairwise(
     *,
     use_examples: bool = False,
 ) -> str:
-    """Render the user turn that asks the judge to compare two responses."""
-    safe_messages = [{"role": m["role"], "content": neutralise(m["content"])} for m in messages]
+    """Render the user turn that asks the judge to compare two responses.
+
+    A prompt's K candidates make K(K-1) chats that differ only in the two responses, so the
+    template is rendered once per (conversation, principle) with placeholders and the responses
+    are put in with string joins (:func:`_pairwise_pieces`); a template where that could differ
+    from a full render is rendered in full every time.
+    """
+    pieces = _pairwise_pieces(
+        template,
+        tuple((m["role"], m["content"]) for m in messages),
+        principle,
+        use_examples,
+    )
+    if pieces is not None:
+        before, middle, after = pieces
+        return f"{before}{neutralise(response_a)}{middle}{neutralise(response_b)}{after}"
+    return _render_pairwise_in_full(
+        template, messages, principle, response_a, response_b, use_examples
+    )
+
+
+def _render_pairwise_in_full(
+    template: Template,
+    messages: Chat | tuple[tuple[str, str], ...],
+    principle: Principle,
+    response_a: str,
+    response_b: str,
+    use_examples: bool,
+) -> str:
+    pairs = [(m["role"], m["content"]) if isinstance(m, dict) else m for m in messages]
     return template.render(
-        messages=safe_messages,
+        messages=[{"role": role, "content": neutralise(text)} for role, text in pairs],
         principle=principle,
         response_a=neutralise(response_a),
         response_b=neutralise(response_b),
         examples=[_neutral_example(e) for e in principle.examples] if use_examples else [],
     )
+
+
+_SLOT_A, _SLOT_B = "\x00charter:response_a\x00", "\x00charter:response_b\x00"
+
+
+@lru_cache(maxsize=256)
+def _pairwise_pieces(
+    template: Template,
+    messages: tuple[tuple[str, str], ...],
+    principle: Principle,
+    use_examples: bool,
+) -> tuple[str, str, str] | None:
+    """The template rendered around the two responses: ``(before, between, after)``, or None
+    when a join could differ from a full render: the template does more than print each
+    response once as it is (a filter, a test, a second use), the responses would come first or
+    last (where the render's strip would touch them), or the placeholder text occurs in the
+    inputs."""
+    if not _prints_responses_verbatim(template):
+        return None
+    texts = [text for _, text in messages]
+    if any("\x00charter:" in t for t in texts):
+        return None
+    text = _render_pairwise_in_full(template, messages, principle, _SLOT_A, _SLOT_B, use_examples)
+    if text.count(_SLOT_A) != 1 or text.count(_SLOT_B) != 1:
+        return None
+    before, rest = text.split(_SLOT_A)
+    middle, after = rest.split(_SLOT_B)
+    if not before.strip() or not after.strip():
+        return None
+    return before, middle, after
+
+
+@cache
+def _prints_responses_verbatim(template: Template) -> bool:
+    """Whether ``response_a`` and ``response_b`` each appear once in the template's source,
+    printed bare (``{{ response_a }}``) outside any loop or condition."""
+    env = template.jinja.environment
+    tree = env.parse(template.source)
+    uses = [n.name for n in tree.find_all(nodes.Name) if n.name in ("response_a", "response_b")]
+    bare = [
+        child.name
+        for output in tree.body
+        if isinstance(output, nodes.Output)
+        for child in output.nodes
+        if isinstance(child, nodes.Name)
+    ]
+    return sorted(uses) == ["response_a", "response_b"] and sorted(
+        n for n in bare if n in ("response_a", "response_b")
+    ) == ["response_a", "response_b"]
 
 
 def _neutral_example(example: FewShotExample) -> FewShotExample:
