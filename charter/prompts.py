@@ -223,14 +223,45 @@ def load_prompts(
     Raises:
         InputError: missing file, unknown format, a column name no row has, no usable row.
     """
-    path = Path(path)
-    rejects: list[Reject] = []
     prompts: list[PromptRecord] = []
-    seen: dict[str, str] = {}  # prompt_id -> source of its first row
+    rejects: list[Reject] = []
+    for window in prompt_windows(path, fields, limit=limit, size=None):
+        prompts.extend(window.prompts)
+        rejects.extend(window.rejects)
+    return prompts, rejects
+
+
+@dataclass
+class PromptWindow:
+    """Consecutive rows of a prompts file: the usable prompts and the rejected rows."""
+
+    prompts: list[PromptRecord]
+    rejects: list[Reject]
+
+
+def prompt_windows(
+    path: str | Path,
+    fields: PromptFields = PromptFields(),
+    *,
+    limit: int | None = None,
+    size: int | None = 1024,
+) -> Iterator[PromptWindow]:
+    """:func:`load_prompts` read lazily, ``size`` usable prompts at a time (None: all at once),
+    so a run holds one window of a million-row file, not the file.
+
+    The checks that need the whole file come as early as they can: a column mapping that the
+    first window does not confirm is checked against a scan of every row's keys before that
+    window is yielded (nothing is generated for a typo), and a file with no usable row raises
+    after its last window.
+    """
+    path = Path(path)
+    seen: dict[str, int] = {}  # prompt_id -> line of its first row (ids only: bounded per row)
     columns: set[str] = set()
+    window = PromptWindow([], [])
+    accepted, checked = 0, False
     for line, row in _rows(path):
         if isinstance(row, Reject):
-            rejects.append(replace(row, stage="generate"))
+            window.rejects.append(replace(row, stage="generate"))
             continue
         columns.update(k for k, v in row.items() if v is not None)
         source = f"{path}:{line}"
@@ -239,18 +270,40 @@ def load_prompts(
         try:
             chat = _to_chat(row, fields)
             if pid in seen:
-                raise RowProblem(fields.id, f"duplicate id {pid!r} (first at {seen[pid]})")
+                raise RowProblem(fields.id, f"duplicate id {pid!r} (first at {path}:{seen[pid]})")
         except RowProblem as e:
             kept = json.loads(json.dumps(row, ensure_ascii=False, default=str))
-            rejects.append(Reject("generate", source, str(e), field=e.field, row=kept))
+            window.rejects.append(Reject("generate", source, str(e), field=e.field, row=kept))
             continue
-        seen[pid] = source
-        prompts.append(PromptRecord(prompt_id=pid, messages=chat, source=source))
-        if limit is not None and len(prompts) >= limit:
+        seen[pid] = line
+        window.prompts.append(PromptRecord(prompt_id=pid, messages=chat, source=source))
+        accepted += 1
+        if limit is not None and accepted >= limit:
             break
-    if columns:
+        if size is not None and len(window.prompts) >= size:
+            if not checked:
+                _check_mapping_early(path, fields, columns)
+                checked = True
+            yield window
+            window = PromptWindow([], [])
+    if columns and not checked:
         _check_mapping(path, fields, columns)
-    if not prompts:
-        first = f"; first: {rejects[0].source}: {rejects[0].reason}" if rejects else ""
-        raise InputError(f"no usable prompts ({len(rejects)} rejected{first})", file=str(path))
-    return prompts, rejects
+    if not accepted:
+        bad = window.rejects
+        first = f"; first: {bad[0].source}: {bad[0].reason}" if bad else ""
+        raise InputError(f"no usable prompts ({len(bad)} rejected{first})", file=str(path))
+    if window.prompts or window.rejects:
+        yield window
+
+
+def _check_mapping_early(path: Path, fields: PromptFields, columns: set[str]) -> None:
+    """:func:`_check_mapping` on the rows read so far, and, only if they do not confirm the
+    mapping, on the keys of every row of the file."""
+    try:
+        _check_mapping(path, fields, columns)
+    except InputError:
+        every = set(columns)
+        for _, row in _rows(path):
+            if not isinstance(row, Reject):
+                every.update(k for k, v in row.items() if v is not None)
+        _check_mapping(path, fields, every)

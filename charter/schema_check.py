@@ -180,8 +180,12 @@ def _fast_check(name: str) -> Any:
     return valid
 
 
-def check_rows(name: str, rows: Iterable[dict[str, Any]], *, file: str) -> None:
+def check_rows(
+    name: str, rows: Iterable[dict[str, Any]], *, file: str, first_line: int = 1
+) -> None:
     """Check every row against schema ``name``; call it right before publishing ``file``.
+
+    ``first_line`` is the file line of the first row (a chunk appended to a file in progress).
 
     Raises:
         InputError: at the first bad row, with its 1-based row number and the field at fault.
@@ -197,6 +201,6 @@ def check_rows(name: str, rows: Iterable[dict[str, Any]], *, file: str) -> None:
             raise InputError(
                 f"row does not match the {name} schema: {first.message}{more}",
                 file=file,
-                line=index + 1,
+                line=index + first_line,
                 field=first.field or None,
             )

@@ -70,11 +70,11 @@ if where == "replace":
         real_replace(src, dst)
     os.replace = replace
 if where == "publish":
-    real_publish = run_stages.publish_dataset
+    real_publish = run_stages.publish_dataset_from
     def publish(*args):
         real_publish(*args)
         die()  # pairs.jsonl and the dataset are written; the card and the mark are not
-    run_stages.publish_dataset = publish
+    run_stages.publish_dataset_from = publish
 
 from charter.cli import main
 main()

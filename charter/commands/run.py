@@ -8,9 +8,11 @@ and skips the stages whose mark says they are already complete.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from charter.budget import BudgetReached, Ledger
 from charter.building import EngineCache, build, call_stats, resolve_path
 from charter.commands.shared import (
     cache_counts,
-    publish_dataset,
+    publish_dataset_from,
     record_throughput,
     resolved,
     run_budget,
@@ -37,18 +39,20 @@ from charter.dataset_card import (
     render_card,
     vector_counts,
 )
+from charter.errors import InputError
 from charter.exports import with_score_columns
 from charter.generators.stage import generate_candidates
 from charter.jsonl import read_jsonl, write_text_atomic
 from charter.judge_building import build_judge
 from charter.judges.calibrated import CalibratedJudge
 from charter.judges.cascade import CascadeJudge
-from charter.judges.stage import judge_candidates
+from charter.judges.stage import judge_parts
 from charter.judges.tournament import max_comparisons
 from charter.pairs import make_pairs
 from charter.progress import console, stage_progress, summary_table
-from charter.prompts import PromptFields, load_prompts
-from charter.records import to_row
+from charter.prompts import PromptFields, prompt_windows
+from charter.records import CandidateSet, Judgment, PromptRecord, Reject, to_row
+from charter.streaming import in_step, judge_windows, windows_of
 
 
 def stage_fingerprint(cfg: DictConfig, stage: str, run_dir: Path) -> str:
@@ -88,54 +92,127 @@ def calibration_files(judge: DictConfig) -> list[Path]:
 
 
 def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
-    """Read prompts, sample K candidates each, write candidates.jsonl and the rejects."""
+    """Read prompts window by window, sample K candidates each, append them to
+    candidates.jsonl, and write the rejects (see :mod:`charter.streaming`)."""
     engines = engines or run_engines(cfg)
     done = stage_fingerprint(cfg, "generate", run_dir)
     run_state.clear_done(run_dir, "generate")
     fields = PromptFields(**OmegaConf.to_container(cfg.prompts.fields))  # type: ignore[arg-type]
-    prompts, rejects = load_prompts(resolve_path(cfg.prompts.path), fields, limit=cfg.prompts.limit)
-    engine = engines.get(cfg.generator.engine, "generator.engine")
+    path = resolve_path(cfg.prompts.path)
+    streaming = on_ray_data(cfg)
+    engine = None if streaming else engines.get(cfg.generator.engine, "generator.engine")
     sampling = build(cfg.generator.sampling, "generator.sampling")
+    chunk = cfg.chunk_size if streaming else stage_chunk_size(cfg, engine)
+    # whole chunks per window, so the engine gets the calls a single window would give it
+    # (on Ray Data a window is one chunk: the unit handed to a replica)
+    window = -(-stream_window(cfg) // chunk) * chunk if chunk < sys.maxsize else None
+    if streaming:
+        window = chunk
+    read_rejects: list[Reject] = []
+    too_long: list[Reject] = []
+    counts: Counter[str] = Counter()
+    ray_cache: Counter[str] = Counter()
     before = call_stats(engine)
     start = time.perf_counter()
-    with stage_progress("generate (prompts)", len(prompts)) as advance:
-        sets, too_long = generate_candidates(
-            prompts,
-            engine,
-            sampling,
-            cfg.generator.num_samples,
-            chunk_size=stage_chunk_size(cfg, engine),
-            on_progress=advance,
-        )
+    with (
+        stage_progress("generate (prompts)", prompt_count(path, cfg.prompts.limit)) as advance,
+        run_files.appending(run_dir, run_files.CANDIDATES) as out,
+    ):
+        parts = prompt_windows(path, fields, limit=cfg.prompts.limit, size=window)
+
+        def prompts_of() -> Iterator[list[PromptRecord]]:
+            for part in parts:
+                read_rejects.extend(part.rejects)
+                counts["prompts"] += len(part.prompts)
+                yield part.prompts
+
+        if streaming:
+            from charter.executors.ray_streaming import stream_generate_windows
+
+            results = stream_generate_windows(cfg, prompts_of(), on_cache=ray_cache.update)
+        else:
+            results = (
+                generate_candidates(
+                    prompts,
+                    engine,
+                    sampling,
+                    cfg.generator.num_samples,
+                    chunk_size=chunk,
+                    on_progress=advance,
+                )
+                for prompts in prompts_of()
+            )
+        for sets, skipped in results:
+            too_long.extend(skipped)
+            out.add(run_files.CANDIDATES, sets)
+            counts["sets"] += len(sets)
+            counts["candidates"] += sum(len(cs.candidates) for cs in sets)
+            counts["tokens"] += sum(c.num_tokens for cs in sets for c in cs.candidates)
+            if streaming:
+                advance(len(sets) + len(skipped))
     seconds = time.perf_counter() - start
-    counts = cache_counts(before, call_stats(engine))
-    if counts:
-        samples = counts["misses"] * cfg.generator.num_samples
+    cache = (
+        dict(ray_cache)
+        if streaming and cfg.call_cache
+        else cache_counts(before, call_stats(engine))
+    )
+    if cache and not streaming:
+        samples = cache["misses"] * cfg.generator.num_samples
         record_throughput(cfg, engine, "generate", samples, seconds)
-    run_files.write_rows(run_dir, run_files.CANDIDATES, sets)
-    run_files.replace_rejects(run_dir, "generate", [*rejects, *too_long])
-    tokens = sum(c.num_tokens for s in sets for c in s.candidates)
+    run_files.replace_rejects(run_dir, "generate", [*read_rejects, *too_long])
+    tokens = counts["tokens"]
     run_state.update_summary(
         run_dir,
         "generate",
         {
-            "prompts_read": len(prompts) + len(rejects),
-            "prompts_rejected": len(rejects) + len(too_long),
-            "candidate_sets": len(sets),
-            "candidates": sum(len(s.candidates) for s in sets),
+            "prompts_read": counts["prompts"] + len(read_rejects),
+            "prompts_rejected": len(read_rejects) + len(too_long),
+            "candidate_sets": counts["sets"],
+            "candidates": counts["candidates"],
             "generated_tokens": tokens,
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-            "cache": counts,
+            "cache": cache,
         },
         done=done,
     )
 
 
+def on_ray_data(cfg: DictConfig) -> bool:
+    """``executor=ray executor.streaming=true``: generate and judge run on Ray Data's streaming
+    path (:mod:`charter.executors.ray_streaming`), the engines built in its actors, not here.
+    A budget meters engine calls in this process, so it cannot bound them there."""
+    node = cfg.get("executor")
+    if node is None or not node.get("streaming"):
+        return False
+    if any(v is not None for v in (cfg.get("budget") or {}).values()):
+        raise InputError(
+            "budget.* limits are not available with executor.streaming=true (the engines run "
+            "in Ray Data's actors); drop the budget or the streaming",
+            field="executor.streaming",
+        )
+    return True
+
+
+def stream_window(cfg: DictConfig) -> int:
+    """Prompts a stage holds at once (``stream_window``; at least 1)."""
+    return max(1, int(cfg.get("stream_window") or 1024))
+
+
+def prompt_count(path: Path, limit: int | None) -> int | None:
+    """Rows of a JSONL prompts file (an upper bound on its prompts, for the progress bar), at
+    most ``limit``; None for other formats, whose bar then counts without a total."""
+    if path.suffix.lower() not in (".jsonl", ".json") or not path.is_file():
+        return limit
+    with path.open("rb") as fh:
+        rows = sum(1 for line in fh if line.strip())
+    return min(rows, limit) if limit is not None else rows
+
+
 def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
-    """Judge all candidate pairs of a run in both orders; write judgments and rankings."""
+    """Judge all candidate pairs of a run in both orders, window by window; append judgments
+    and rankings (see :mod:`charter.streaming`)."""
     engines = engines or run_engines(cfg)
-    sets = run_files.read_candidates(run_dir)
     done = stage_fingerprint(cfg, "judge", run_dir)
     run_state.clear_done(run_dir, "judge")
     constitution = run_constitution(cfg)
@@ -147,43 +224,78 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             soft_wrap=True,
             highlight=False,
         )
-    judge = build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
-    engine = getattr(judge, "engine", None)
-    total = sum(len(s.candidates) * (len(s.candidates) - 1) // 2 for s in sets)
-    # a tournament's count depends on the answers: its bar runs to the most it can ask
-    bar = (
-        total
-        if cfg.ranking == "all_pairs"
-        else sum(max_comparisons(len(s.candidates)) + 1 for s in sets)
+    streaming = on_ray_data(cfg)
+    judge = (
+        None
+        if streaming
+        else build_judge(cfg.judge, "judge", engines, constitution_sha256=constitution.sha256)
     )
+    engine = getattr(judge, "engine", None)
+    chunk = cfg.chunk_size if streaming else stage_chunk_size(cfg, engine)
+    per_pair = len(constitution.principles) if cfg.principle_per == "all" else 1
+    total = bar = 0
+    for cs in run_files.iter_candidates(run_dir):  # a cheap pass, for the bar and the summary
+        k = len(cs.candidates)
+        total += k * (k - 1) // 2
+        # a tournament's count depends on the answers: its bar runs to the most it can ask
+        bar += k * (k - 1) // 2 if cfg.ranking == "all_pairs" else max_comparisons(k) + 1
+    windows = judge_windows(
+        run_files.iter_candidates(run_dir),
+        window=1 if streaming else stream_window(cfg),  # on Ray Data: one engine call each
+        chunk_size=chunk,
+        per_pair=per_pair,
+        at_call_boundaries=cfg.ranking == "all_pairs",
+    )
+    tally = JudgeTally()
+    identical: list[Reject] = []
+    too_long: list[Reject] = []
+    ray_cache: Counter[str] = Counter()
     before = call_stats(engine)
     start = time.perf_counter()
-    with stage_progress("judge (comparisons x2 orders)", bar) as advance:
-        judgments, rankings, rejects = judge_candidates(
-            sets,
-            judge,
-            constitution,
-            seed=cfg.seed,
-            chunk_size=stage_chunk_size(cfg, engine),
-            principle_per=cfg.principle_per,
-            principle_aggregation=principle_aggregation(cfg),  # type: ignore[arg-type]
-            ranking=cfg.ranking,
-            on_progress=advance,
-        )
+    with (
+        stage_progress("judge (comparisons x2 orders)", bar) as advance,
+        run_files.appending(run_dir, run_files.JUDGMENTS, run_files.RANKINGS) as out,
+    ):
+        if streaming:
+            from charter.executors.ray_streaming import stream_judge_windows
+
+            results = stream_judge_windows(cfg, windows, on_cache=ray_cache.update)
+        else:
+            results = (
+                judge_parts(
+                    sets,
+                    judge,
+                    constitution,
+                    seed=cfg.seed,
+                    chunk_size=chunk,
+                    principle_per=cfg.principle_per,
+                    principle_aggregation=principle_aggregation(cfg),  # type: ignore[arg-type]
+                    ranking=cfg.ranking,
+                    on_progress=advance,
+                )
+                for sets in windows
+            )
+        for judgments, rankings, same, skipped in results:
+            if streaming:
+                advance(len(judgments) + len(skipped))
+            out.add(run_files.JUDGMENTS, judgments)
+            out.add(run_files.RANKINGS, rankings)
+            tally.add(judgments)
+            identical.extend(same)
+            too_long.extend(skipped)
     seconds = time.perf_counter() - start
-    counts = cache_counts(before, call_stats(engine))
-    if counts and judge_scores_choices(judge):
+    counts = (
+        dict(ray_cache)
+        if streaming and cfg.call_cache
+        else cache_counts(before, call_stats(engine))
+    )
+    if counts and not streaming and judge_scores_choices(judge):
         record_throughput(cfg, engine, "choice_logprobs", counts["misses"], seconds)
-    run_files.write_rows(run_dir, run_files.JUDGMENTS, judgments)
-    run_files.write_rows(run_dir, run_files.RANKINGS, rankings)
-    run_files.replace_rejects(run_dir, "judge", rejects)
-    n = len(judgments)
+    run_files.replace_rejects(run_dir, "judge", [*identical, *too_long])
+    n = tally.n
     extra: dict[str, Any] = {}
     if isinstance(judge, CascadeJudge):
-        extra["cascade"] = {
-            **judge.summary(),
-            "needs_human": sum(bool(j.raw["cascade"]["needs_human"]) for j in judgments),
-        }
+        extra["cascade"] = {**judge.summary(), "needs_human": tally.needs_human}
     if cfg.principle_per == "all":
         extra["principles"] = {
             "count": len(constitution.principles),
@@ -206,15 +318,9 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             "comparisons": n,
             "ranking": cfg.ranking,
             "all_pairs_comparisons": total,
-            "skipped": len(rejects),
-            "swap_consistency": round(sum(j.swap_consistent for j in judgments) / n, 4)
-            if n
-            else None,
-            "first_position_rate": round(
-                sum((j.p_first_order > 0.5) + (j.p_swapped < 0.5) for j in judgments) / (2 * n), 4
-            )
-            if n
-            else None,
+            "skipped": len(identical) + len(too_long),
+            "swap_consistency": round(tally.swap_consistent / n, 4) if n else None,
+            "first_position_rate": round(tally.first_position / (2 * n), 4) if n else None,
             "seconds": round(seconds, 2),
             "comparisons_per_second": round(n / seconds, 3) if seconds else None,
             "cache": counts,
@@ -222,6 +328,24 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
         },
         done=done,
     )
+
+
+@dataclass
+class JudgeTally:
+    """The judge stage's summary figures, added up window by window."""
+
+    n: int = 0
+    swap_consistent: int = 0
+    first_position: int = 0
+    needs_human: int = 0
+
+    def add(self, judgments: list[Judgment]) -> None:
+        self.n += len(judgments)
+        self.swap_consistent += sum(j.swap_consistent for j in judgments)
+        self.first_position += sum((j.p_first_order > 0.5) + (j.p_swapped < 0.5) for j in judgments)
+        self.needs_human += sum(
+            bool(j.raw.get("cascade", {}).get("needs_human")) for j in judgments
+        )
 
 
 def judge_scores_choices(judge: Any) -> bool:
@@ -243,61 +367,106 @@ def _rejects_by_reason(run_dir: Path) -> dict[str, int]:
 
 
 def run_pairs(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None) -> None:
-    """Select and filter pairs, validate them, and publish the dataset and its card."""
-    sets = run_files.read_candidates(run_dir)
-    judgments = run_files.read_judgments(run_dir)
-    rankings = run_files.read_rankings(run_dir)
+    """Select and filter pairs prompt window by prompt window, validate them, and publish the
+    dataset and its card."""
     done = stage_fingerprint(cfg, "pairs", run_dir)
     run_state.clear_done(run_dir, "pairs")
     constitution = run_constitution(cfg)
     settings = build(cfg.pairs, "pairs")
-    result = make_pairs(
-        sets, judgments, rankings, settings, constitution_sha256=constitution.sha256
+    rows_of = in_step(
+        run_files.iter_candidates(run_dir),
+        run_files.iter_judgments(run_dir),
+        run_files.iter_rankings(run_dir),
     )
-    rows = [to_row(p) for p in result.pairs]
-    run_files.write_rows(run_dir, run_files.PAIRS, rows)
-    run_files.replace_rejects(run_dir, "pairs", result.rejects)
-    publish_dataset(run_dir, [with_score_columns(r) for r in rows])
-    n = len(judgments)
+    dropped: Counter[str] = Counter()
+    rejects: list[Reject] = []
+    facts = PairFacts()
+    try:
+        with run_files.appending(run_dir, run_files.PAIRS) as out:
+            for window in windows_of(rows_of, stream_window(cfg)):
+                sets = [r.candidates for r in window]
+                judgments = [j for r in window for j in r.judgments]
+                rankings = [r.ranking for r in window if r.ranking is not None]
+                result = make_pairs(
+                    sets, judgments, rankings, settings, constitution_sha256=constitution.sha256
+                )
+                rows = [to_row(pair) for pair in result.pairs]
+                out.add(run_files.PAIRS, rows)
+                dropped.update(result.dropped)
+                rejects.extend(result.rejects)
+                facts.add(sets, judgments, rows)
+    except ValueError as exc:
+        raise InputError(str(exc), file=str(run_dir / run_files.JUDGMENTS)) from None
+    run_files.replace_rejects(run_dir, "pairs", rejects)
+    publish_dataset_from(run_dir, run_files.PAIRS, with_score_columns)
+    n = facts.judgments
     summary = run_state.update_summary(
         run_dir,
         "pairs",
         {
-            "pairs": len(rows),
-            "dropped": dict(result.dropped),
-            "mean_margin": round(sum(r["margin"] for r in rows) / len(rows), 4) if rows else None,
+            "pairs": facts.pairs,
+            "dropped": dict(dropped),
+            "mean_margin": round(facts.margin_sum / facts.pairs, 4) if facts.pairs else None,
         },
     )
-    first = judgments[0] if judgments else None
-    facts = CardFacts(
+    first, first_set = facts.first_judgment, facts.first_set
+    card = CardFacts(
         experiment=cfg.experiment_name,
         constitution_name=constitution.name,
         constitution_version=constitution.version,
         constitution_sha256=constitution.sha256,
         constitution_text=constitution.text,
-        generator_model=sets[0].generator_model if sets else "",
+        generator_model=first_set.generator_model if first_set else "",
         judge_model=first.judge_model if first else "",
         judge_method=first.judge_method if first else "",
         judge_template_sha256=str(first.raw.get("template_sha256", "")) if first else "",
-        sampling=sets[0].sampling if sets else {},
-        num_samples=len(sets[0].candidates) if sets else 0,
+        sampling=first_set.sampling if first_set else {},
+        num_samples=len(first_set.candidates) if first_set else 0,
         pair_settings=asdict(settings),
         counts={
-            "prompts": summary.get("generate", {}).get("prompts_read", len(sets)),
-            "prompts with candidates": len(sets),
-            "candidates": sum(len(s.candidates) for s in sets),
+            "prompts": summary.get("generate", {}).get("prompts_read", facts.sets),
+            "prompts with candidates": facts.sets,
+            "candidates": facts.candidates,
             "comparisons (each in 2 orders)": n,
-            **vector_counts(judgments),
-            "pairs": len(rows),
+            **vector_counts(facts.vectors),
+            "pairs": facts.pairs,
         },
-        dropped=dict(result.dropped),
+        dropped=dict(dropped),
         rejects_by_reason=_rejects_by_reason(run_dir),
-        swap_consistency=sum(j.swap_consistent for j in judgments) / n if n else None,
+        swap_consistency=facts.swap_consistent / n if n else None,
         mean_margin=summary["pairs"]["mean_margin"],
-        extra_section=judge_section(summary.get("judge", {})) + principle_section(judgments),
+        extra_section=judge_section(summary.get("judge", {})) + principle_section(facts.vectors),
     )
-    write_text_atomic(run_dir / "README.md", render_card(facts))
+    write_text_atomic(run_dir / "README.md", render_card(card))
     run_state.update_summary(run_dir, "pairs", summary["pairs"], done=done)
+
+
+@dataclass
+class PairFacts:
+    """What the dataset card says about a run, added up window by window. Judgments with a
+    score per principle (``principle_per=all``) are kept whole for the card's agreement table,
+    the one part that needs them all; other runs keep none."""
+
+    sets: int = 0
+    candidates: int = 0
+    judgments: int = 0
+    swap_consistent: int = 0
+    pairs: int = 0
+    margin_sum: float = 0.0
+    first_set: CandidateSet | None = None
+    first_judgment: Judgment | None = None
+    vectors: list[Judgment] = field(default_factory=list)
+
+    def add(self, sets: list[CandidateSet], judgments: list[Judgment], rows: list[dict]) -> None:
+        self.first_set = self.first_set or (sets[0] if sets else None)
+        self.first_judgment = self.first_judgment or (judgments[0] if judgments else None)
+        self.sets += len(sets)
+        self.candidates += sum(len(cs.candidates) for cs in sets)
+        self.judgments += len(judgments)
+        self.swap_consistent += sum(j.swap_consistent for j in judgments)
+        self.pairs += len(rows)
+        self.margin_sum += sum(r["margin"] for r in rows)
+        self.vectors.extend(j for j in judgments if j.raw.get("principle_scores"))
 
 
 STAGE_TASKS = (("generate", run_generate), ("judge", run_judge), ("pairs", run_pairs))

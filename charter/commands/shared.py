@@ -4,6 +4,7 @@ slices, stage chunking, cache counts, and writing a dataset folder."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,48 @@ def publish_dataset(
     tmp_parquet = parquet.with_suffix(".parquet.tmp")
     dataset.to_parquet(str(tmp_parquet))
     tmp_parquet.replace(parquet)
+
+
+def publish_dataset_from(
+    run_dir: Path,
+    name: str,
+    transform: Callable[[dict[str, Any]], dict[str, Any]],
+    folder: str = "dataset",
+    parquet_name: str = "pairs.parquet",
+) -> None:
+    """:func:`publish_dataset` of the rows of ``run_dir/name`` (each passed through
+    ``transform``), streamed: ``datasets`` builds its Arrow file batch by batch in a temp
+    folder of the run (removed after; a killed run's is removed as a leftover), so memory does
+    not grow with the row count."""
+    import shutil
+    import tempfile
+
+    from datasets import Dataset, disable_progress_bars
+
+    from charter.jsonl import read_jsonl
+
+    path = run_dir / name
+    if next(read_jsonl(path), None) is None:
+        publish_dataset(run_dir, [], folder, parquet_name)
+        return
+    disable_progress_bars()
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for _, row in read_jsonl(path):
+            yield transform(row)
+
+    scratch = tempfile.mkdtemp(dir=run_dir, prefix=".arrow-", suffix=".tmp")
+    try:
+        dataset = Dataset.from_generator(rows, cache_dir=scratch)
+        with atomic_dir(run_dir / folder) as tmp:
+            dataset.save_to_disk(str(tmp))
+        parquet = run_dir / parquet_name
+        tmp_parquet = parquet.with_suffix(".parquet.tmp")
+        dataset.to_parquet(str(tmp_parquet))
+        tmp_parquet.replace(parquet)
+        del dataset
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def record_throughput(cfg: DictConfig, engine: Any, kind: str, units: int, seconds: float) -> None:

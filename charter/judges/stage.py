@@ -225,8 +225,38 @@ def judge_candidates(
 
     Returns:
         judgments in a stable order (prompt order, then pair order; for a tournament, round
-        order), rankings per prompt, and rejects for comparisons that were skipped.
+        order within each prompt), rankings per prompt, and rejects for comparisons that were
+        skipped (:func:`judge_parts` keeps the two kinds apart).
     """
+    judgments, rankings, identical, too_long = judge_parts(
+        sets,
+        judge,
+        constitution,
+        seed=seed,
+        chunk_size=chunk_size,
+        principle_per=principle_per,
+        principle_aggregation=principle_aggregation,
+        ranking=ranking,
+        on_progress=on_progress,
+    )
+    return judgments, rankings, [*identical, *too_long]
+
+
+def judge_parts(
+    sets: Sequence[CandidateSet],
+    judge: Judge,
+    constitution: Constitution,
+    *,
+    seed: int,
+    chunk_size: int = 32,
+    principle_per: PrincipleDraw = "prompt",
+    principle_aggregation: PrincipleAggregation = "log_odds",
+    ranking: RankingScheme = "all_pairs",
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[Judgment], list[Ranking], list[Reject], list[Reject]]:
+    """:func:`judge_candidates` with its rejects in two lists, the pairs not compared (identical
+    responses) and the comparisons too long for the judge, so a stage that judges a run window
+    by window can write them in the order one call over the whole run gives."""
     _check_principle_per(principle_per, constitution, principle_aggregation)
     if ranking in ("tournament", "knockout"):
         return _tournament(
@@ -252,7 +282,7 @@ def judge_candidates(
         )
     else:
         judgments, too_long = judge_what_fits(comparisons, judge, chunk_size, on_progress)
-    return judgments, rank(sets, judgments), [*rejects, *too_long]
+    return judgments, rank(sets, judgments), rejects, too_long
 
 
 def fits_judge_context(
@@ -367,7 +397,7 @@ def _tournament(
     aggregation: PrincipleAggregation,
     on_progress: Callable[[int], None] | None,
     steps: Callable[[Sequence[str]], SortSteps] = merge_sort_steps,
-) -> tuple[list[Judgment], list[Ranking], list[Reject]]:
+) -> tuple[list[Judgment], list[Ranking], list[Reject], list[Reject]]:
     """Merge-sort (or knockout) rounds across all prompts, then best vs worst where the search
     never met them.
 
@@ -415,7 +445,11 @@ def _tournament(
         judgments.extend(done)
         too_long.extend(skipped)
         rankings = rank(sets, judgments, rounds.order)
-    return judgments, rankings, [*rounds.rejects, *too_long]
+    # prompt order (round order within a prompt), as under all_pairs: a reader can then take
+    # the judgments of a run prompt by prompt, in step with its candidates and rankings
+    position = {cs.prompt_id: i for i, cs in enumerate(sets)}
+    judgments.sort(key=lambda j: position[j.prompt_id])
+    return judgments, rankings, rounds.rejects, too_long
 
 
 def _whole_prompt_chunks(

@@ -70,13 +70,13 @@ if kind == "kill" and arg.startswith("replace:"):
 if kind == "kill" and arg == "publish":
     from charter.commands import run as run_stages
 
-    real_publish = run_stages.publish_dataset
+    real_publish = run_stages.publish_dataset_from
 
     def publish(*args):
         real_publish(*args)
         die()
 
-    run_stages.publish_dataset = publish
+    run_stages.publish_dataset_from = publish
 
 if kind == "enospc":
     real_fsync = os.fsync
