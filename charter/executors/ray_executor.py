@@ -27,7 +27,7 @@ from charter.errors import InputError
 from charter.executors.sharding import ShardedEngine
 from charter.records import Chat
 
-_PASSED_ENV = ("CHARTER_CACHE_DIR", "HF_HUB_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM")
+PASSED_ENV = ("CHARTER_CACHE_DIR", "HF_HUB_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM")
 """Environment a replica needs to find models as the driver does (never tokens)."""
 
 
@@ -92,6 +92,8 @@ class RayExecutor:
             same value on the local executor to reproduce a Ray run byte for byte.
         max_restarts: how often a dead replica is restarted.
         max_task_retries: how often a shard held by a dead replica is rerun.
+        streaming: run the generate and judge stages as Ray Data streams, chunk by chunk,
+            instead (:mod:`charter.executors.ray_streaming`), for inputs larger than memory.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class RayExecutor:
         shard_size: int | None = None,
         max_restarts: int = 3,
         max_task_retries: int = 3,
+        streaming: bool = False,
     ) -> None:
         if num_replicas < 1:
             raise InputError("num_replicas must be at least 1", field="executor.num_replicas")
@@ -115,9 +118,11 @@ class RayExecutor:
         self.shard_size = shard_size
         self.max_restarts = max_restarts
         self.max_task_retries = max_task_retries
+        self.streaming = streaming
         self.actors: list[Any] = []
 
-    def _init_ray(self) -> Any:
+    def init_ray(self) -> Any:
+        """Ray, connected: the cluster at ``address``, else a local Ray started here."""
         try:
             import ray
         except ImportError:
@@ -144,9 +149,9 @@ class RayExecutor:
         ``build`` and ``fingerprint`` are unused here: each replica builds its own engine and
         computes the fingerprint where the engine is.
         """
-        ray = self._init_ray()
+        ray = self.init_ray()
         settings = OmegaConf.to_container(node, resolve=True)
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         replica = ray.remote(EngineReplica).options(
             num_cpus=self.num_cpus_per_replica,
             num_gpus=self.num_gpus_per_replica,
