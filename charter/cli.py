@@ -7,6 +7,7 @@ the file, row and field, and exit status 2; never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -57,6 +58,10 @@ commands:
                and: charter cache prune older_than_days=N | model=NAME [cache_dir=DIR]
   publish      build the Hub upload folder and push it: charter publish RUN_DIR repo_id=ORG/NAME
                [dry_run=true] [target=DIR] [private=true] [format=trl|openrlhf|verl|jsonl]
+  compare      did a new model regress? both answer the same prompts, the judge compares them
+               under every principle in both orders:  charter compare base=MODEL_A
+               candidate=MODEL_B [prompts=FILE] [constitution=FILE|NAME] [compare.gate=true]
+               (writes compare.json; with compare.gate=true a regression exits 4)
   train        train on a run's data:                  charter train trainer=reward data=RUN_DIR
                (trainer=dpo|sft|online_dpo|grpo|rloo|ppo; the closed loop: experiment=loop_cpu)
   review       the pairs the judge is least sure of:  charter review export RUN_DIR [budget=N]
@@ -196,31 +201,22 @@ def main(argv: list[str] | None = None) -> None:
         except InputError as exc:
             print_error(str(exc))
             raise SystemExit(2) from None
-    from charter.commands import (
-        audit,
-        calibrate,
-        eval_judge,
-        plan,
-        publish,
-        review,
-        run,
-        synthesize,
-        train,
-    )
-
-    tasks: dict[str, tuple[str, Callable[[DictConfig, Path], None]]] = {
-        "run": ("run", run.run_all),
-        "generate": ("run", run.run_generate),
-        "judge": ("run", run.run_judge),
-        "pairs": ("run", run.run_pairs),
-        "eval-judge": ("eval_judge", eval_judge.eval_judge),
-        "calibrate": ("calibrate", calibrate.calibrate),
-        "publish": ("publish", publish.publish_command),
-        "review": ("review", review.review_command),
-        "train": ("train", train.train),
-        "plan": ("run", plan.plan),
-        "audit": ("audit", audit.audit),
-        "prompts": ("synthesize", synthesize.synthesize),
+    # command -> (its config, "module:function" in charter.commands); only the command's own
+    # module is imported, so `charter run` does not pay for the trainers' imports (seconds)
+    tasks: dict[str, tuple[str, str]] = {
+        "run": ("run", "run:run_all"),
+        "generate": ("run", "run:run_generate"),
+        "judge": ("run", "run:run_judge"),
+        "pairs": ("run", "run:run_pairs"),
+        "eval-judge": ("eval_judge", "eval_judge:eval_judge"),
+        "calibrate": ("calibrate", "calibrate:calibrate"),
+        "publish": ("publish", "publish:publish_command"),
+        "review": ("review", "review:review_command"),
+        "train": ("train", "train:train"),
+        "plan": ("run", "plan:plan"),
+        "audit": ("audit", "audit:audit"),
+        "prompts": ("synthesize", "synthesize:synthesize"),
+        "compare": ("compare", "compare:compare"),
     }
     if command == "prompts":  # one action so far: `charter prompts synthesize key=value ...`
         if rest[:1] != ["synthesize"]:
@@ -235,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if command in ("publish", "review"):
         rest = positional_overrides(command, rest)
+    if command == "compare":
+        rest = [file_shorthand(a) for a in rest]
     if command in STAGE_COMMANDS or command in ("run", "plan"):
         try:
             rest = with_run_overrides(rest)
@@ -248,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     if command == "eval-judge":
         rest, sweep_dir = comparison_sweep(rest)
     register_resolvers()
-    config_name, task = tasks[command]
+    config_name, target = tasks[command]
+    module_name, function = target.split(":")
+    task = getattr(importlib.import_module(f"charter.commands.{module_name}"), function)
     sys.argv = [f"charter {command}", *rest]
     # Hydra then raises its composition errors instead of printing them over several lines
     # (and a bug's traceback comes whole); a mistake in an override becomes one line here.
@@ -277,6 +277,16 @@ def _report_switch(arg: str) -> str:
     key, sep, value = arg.partition("=")
     if sep and key == "report" and value.lower() in ("true", "false"):
         return f"report.enabled={value.lower()}"
+    return arg
+
+
+def file_shorthand(arg: str) -> str:
+    """``prompts=FILE`` and ``constitution=FILE`` set the group's ``path``; a bare name
+    (``constitution=helpful``) still picks a bundled option of the group."""
+    key, sep, value = arg.partition("=")
+    looks_like_file = "/" in value or Path(value).suffix != ""
+    if sep and key in ("prompts", "constitution") and looks_like_file:
+        return f"{key}.path={value}"
     return arg
 
 
