@@ -18,7 +18,10 @@ BENCHMARKS = (
     ("ranking_cost", "tournament ranking vs all pairs: comparisons, time, agreement", None),
     ("judge_trust", "judges raw vs calibrated, cascades, PPI label-accuracy estimates", None),
     ("engine_throughput", "vLLM vs bare vLLM vs transformers", "vllm"),
+    ("ray_streaming", "Ray Data streaming vs the local executor, fake engine: overhead", "ray"),
     ("fuzz", "bad inputs tried and how each ended (tests/fuzz at 20x, random seed)", None),
+    ("overhead", "charter's own cost per comparison against the bare engine calls", None),
+    ("memory", "peak memory at 10k and 100k prompts, and a kill -9 mid-run resumed", None),
 )
 
 
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n=== bench.{name}: {what}", flush=True)
         if needs and importlib.util.find_spec(needs) is None:
-            print(f"skipped: needs {needs} (see README, 'vLLM')", flush=True)
+            print(f"skipped: needs {needs} (see the README for installing it)", flush=True)
             continue
         start = time.perf_counter()
         importlib.import_module(f"bench.{name}").main([])
