@@ -21,8 +21,9 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def stage_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Show a bar for one stage; yields a callback that advances it by n items.
+def stage_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Show a bar for one stage (None: no known total); yields a callback that advances it by n
+    items.
 
     The callback runs between chunks, so it is also where a requested stop (SIGTERM, Ctrl-C;
     :mod:`charter.graceful_stop`) takes effect.

@@ -233,14 +233,21 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     engine = getattr(judge, "engine", None)
     chunk = cfg.chunk_size if streaming else stage_chunk_size(cfg, engine)
     per_pair = len(constitution.principles) if cfg.principle_per == "all" else 1
-    total = bar = 0
-    for cs in run_files.iter_candidates(run_dir):  # a cheap pass, for the bar and the summary
-        k = len(cs.candidates)
-        total += k * (k - 1) // 2
-        # a tournament's count depends on the answers: its bar runs to the most it can ask
-        bar += k * (k - 1) // 2 if cfg.ranking == "all_pairs" else max_comparisons(k) + 1
+    sizes: Counter[int] = Counter()  # candidates per set -> sets: the summary's pair count
+
+    def counted(sets: Iterator[CandidateSet]) -> Iterator[CandidateSet]:
+        for cs in sets:
+            sizes[len(cs.candidates)] += 1
+            yield cs
+
+    # the bar's length from the generate stage's summary (no extra pass over the file); a
+    # tournament's count depends on the answers, so its bar runs to the most it can ask
+    made = run_state.read_summary(run_dir).get("generate", {})
+    k = int(cfg.generator.num_samples)
+    per_set = k * (k - 1) // 2 if cfg.ranking == "all_pairs" else max_comparisons(k) + 1
+    bar = made["candidate_sets"] * per_set if made.get("candidate_sets") is not None else None
     windows = judge_windows(
-        run_files.iter_candidates(run_dir),
+        counted(run_files.iter_candidates(run_dir)),
         window=1 if streaming else stream_window(cfg),  # on Ray Data: one engine call each
         chunk_size=chunk,
         per_pair=per_pair,
@@ -292,6 +299,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
     if counts and not streaming and judge_scores_choices(judge):
         record_throughput(cfg, engine, "choice_logprobs", counts["misses"], seconds)
     run_files.replace_rejects(run_dir, "judge", [*identical, *too_long])
+    total = sum(sets * k * (k - 1) // 2 for k, sets in sizes.items())
     n = tally.n
     extra: dict[str, Any] = {}
     if isinstance(judge, CascadeJudge):
