@@ -127,6 +127,9 @@ def test_ppo_trains_on_the_pointwise_judge(tiny_llama: Path, tmp_path: Path) -> 
     train(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 1 and len(metrics["reward_mean_per_step"]) == 1
+    (row,) = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    assert row["fresh_reward_mean"] is None  # the judge is the reward here: no fresh judge
+    assert metrics["guard_first_step"] is None and (tmp_path / "curves.png").is_file()
 
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -214,3 +217,6 @@ def test_ppo_on_a_reward_model_is_watched_by_the_fresh_pointwise_judge(
     # the learned reward drives PPO, and the pointwise judge scores the same samples beside it
     assert len(metrics["reward_mean_per_step"]) == 1
     assert metrics["fresh_reward_per_step"][0] is not None
+    (row,) = [json.loads(line) for line in (tmp_path / "ppo/curves.jsonl").read_text().splitlines()]
+    assert row["fresh_reward_mean"] == pytest.approx(metrics["fresh_reward_per_step"][0], abs=1e-4)
+    assert row["kl_to_start"] == metrics["kl_to_start_first"] == 0.0

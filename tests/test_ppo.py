@@ -27,20 +27,20 @@ from transformers import (
 )
 
 from charter.errors import InputError
+from charter.report.render import write_report
 from charter.trainers.common import Lora
-from charter.trainers.ppo import (
+from charter.trainers.ppo import PPOConfig, ShiftProbe, train_ppo
+from charter.trainers.ppo_guard import divergence_warning, rank_correlation
+from charter.trainers.ppo_maths import (
     AdaptiveKLController,
-    PPOConfig,
-    ShiftProbe,
-    _guard,
     gae,
     masked_whiten,
     ppo_losses,
-    rank_correlation,
-    train_ppo,
+    token_kl,
+    token_rewards,
 )
 from tests.engine_fixtures import smollm2_dir
-from tests.test_configs import check_signature
+from tests.test_configs import check_signature, compose_all
 from tests.tiny_llama import tiny_llama  # noqa: F401  (the fixture)
 
 WORDS = ["<pad>", "<eos>", "<unk>"] + [chr(ord("a") + i) for i in range(13)]
@@ -83,6 +83,10 @@ def p_target(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> lis
 
 def count_k(prompts: list, responses: list[str]) -> list[float]:
     return [float(r.split().count("k")) for r in responses]
+
+
+def curve_rows(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "curves.jsonl").read_text().splitlines()]
 
 
 # --- the toy, where the optimum is known ------------------------------------------------------
@@ -134,6 +138,15 @@ def test_toy_weak_penalty_drives_the_target_token_towards_one(tmp_path):
     assert all(0 <= s.kl < ceiling + 0.5 for s in result.steps[1:])
     assert result.steps[-1].entropy < result.steps[0].entropy / 4
     assert all(s.kl_coef != config.init_kl_coef for s in result.steps[1:])  # it adapted
+    # curves.jsonl: the full-distribution KL starts at 0, never dips below it, and tracks the
+    # noisier sampled estimate of the same KL once the policy has moved
+    curves = curve_rows(tmp_path)
+    assert [c["step"] for c in curves] == list(range(30))
+    assert curves[0]["kl_to_start"] == 0.0 and min(c["kl_to_start"] for c in curves) >= 0
+    assert curves[-1]["kl_to_start"] > 2.0
+    full = sum(c["kl_to_start"] for c in curves[-10:])
+    sampled = sum(c["kl_sampled"] for c in curves[-10:])
+    assert 0.5 < full / sampled < 2.0, (full, sampled)
 
 
 def test_kl_budget_stops_training_before_the_policy_drifts_further(tmp_path):
@@ -150,6 +163,26 @@ def test_kl_budget_stops_training_before_the_policy_drifts_further(tmp_path):
     result = train_ppo(model, tokenizer, count_k, PROMPTS, config, tmp_path)
     assert result.stopped == "kl_budget" and len(result.steps) < 30
     assert all(s.kl <= 2.0 for s in result.steps)
+
+
+def test_curves_are_written_every_step_so_a_killed_run_keeps_them(tmp_path):
+    model, tokenizer = toy_model()
+    calls = []
+
+    def dies_at_the_third_step(prompts: list, responses: list[str]) -> list[float]:
+        calls.append(len(responses))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return count_k(prompts, responses)
+
+    config = PPOConfig(steps=5, batch_size=8, mini_batch_size=8, max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_ppo(model, tokenizer, dies_at_the_third_step, PROMPTS, config, tmp_path)
+    curves = curve_rows(tmp_path)
+    assert [c["step"] for c in curves] == [0, 1]
+    # no fresh judge: its key is kept, empty, and the guard cannot fire
+    assert all(c["fresh_reward_mean"] is None and c["guard_fired"] is False for c in curves)
+    assert not (tmp_path / "curves.png").exists()  # drawn when the run ends
 
 
 def test_missing_eos_penalty_teaches_the_policy_to_stop(tmp_path):
@@ -212,6 +245,21 @@ def test_clipped_losses_match_hand_computed_values():
     assert losses["approx_kl"].item() == pytest.approx(expected_kl, abs=1e-6)
 
 
+def test_token_kl_is_zero_for_equal_distributions_and_matches_a_hand_value():
+    p = torch.tensor([[0.5, 0.25, 0.25]]).log()
+    q = torch.tensor([[0.25, 0.5, 0.25]]).log()
+    assert token_kl(p, p).item() == 0.0
+    expected = 0.5 * math.log(2) + 0.25 * math.log(0.5)  # sum p log(p / q)
+    assert token_kl(p, q).item() == pytest.approx(expected)
+
+
+def test_token_rewards_pay_the_score_on_the_last_real_token():
+    kl_tokens = torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    rewards = token_rewards(torch.tensor([5.0, 7.0]), kl_tokens, mask, kl_coef=0.5)
+    torch.testing.assert_close(rewards, torch.tensor([[-0.5, -1.0, 3.5], [-0.5, 6.5, 0.0]]))
+
+
 def test_whitening_uses_only_real_tokens():
     x = torch.tensor([[1.0, 3.0, 100.0]])
     out = masked_whiten(x, torch.tensor([[1.0, 1.0, 0.0]]))
@@ -234,11 +282,11 @@ def test_rank_correlation_and_the_divergence_guard():
     assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert rank_correlation([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)  # ties share a rank
     assert rank_correlation([1, 1, 1], [1, 2, 3]) == 0.0
-    config = PPOConfig(guard_window=3)
-    assert _guard(4, 0.5, [0.1, 0.2, 0.3], [0.5, 0.6, 0.7], config) is None
-    warning = _guard(4, 0.5, [0.1, 0.2, 0.3], [0.7, 0.6, 0.5], config)
+    guard = {"window": 3, "min_rank_corr": 0.0}
+    assert divergence_warning(4, 0.5, [0.1, 0.2, 0.3], [0.5, 0.6, 0.7], **guard) is None
+    warning = divergence_warning(4, 0.5, [0.1, 0.2, 0.3], [0.7, 0.6, 0.5], **guard)
     assert warning and "fresh judge fell" in warning
-    assert "rank correlation -0.40" in (_guard(1, -0.4, [0.1], [0.1], config) or "")
+    assert "rank correlation -0.40" in (divergence_warning(1, -0.4, [0.1], [0.1], **guard) or "")
 
 
 # --- config and plumbing on the shared tiny Llama (SmolLM2's tokenizer and chat template) -----
@@ -251,6 +299,17 @@ def test_config_composes_and_builds_the_probes():
     config = instantiate(cfg.trainer, _convert_="all")
     assert isinstance(config, PPOConfig) and len(config.probes) == 2
     assert all(isinstance(p, ShiftProbe) for p in config.probes)
+
+
+@pytest.mark.parametrize("experiment", ["ppo_no_leash_cpu", "ppo_kl_leash_cpu"])
+def test_over_optimisation_experiments_differ_only_in_the_kl_leash(experiment):
+    cfg = compose_all("train", ["trainer=ppo", f"experiment={experiment}", "reward_model=rm"])
+    check_signature("trainer", cfg.trainer)
+    config = instantiate(cfg.trainer, _convert_="all")
+    assert cfg.judge._target_.endswith("PointwiseScoreJudge")  # the fresh judge
+    assert (config.steps, config.batch_size, config.kl_budget) == (16, 4, None)
+    assert config.init_kl_coef == (0.0 if experiment == "ppo_no_leash_cpu" else 0.3)
+    assert not config.adaptive_kl
 
 
 def test_bad_settings_name_the_field():
@@ -308,6 +367,20 @@ def test_chat_run_logs_probe_shifts_warns_on_divergence_and_saves(tiny_llama, tm
     assert result.warnings and "diverge" in result.warnings[-1]
     rows = [json.loads(line) for line in (tmp_path / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
+    curves = curve_rows(tmp_path)
+    assert [c["step"] for c in curves] == [0, 1, 2]
+    assert set(curves[0]) == {
+        "step", "reward_mean", "fresh_reward_mean", "kl_to_start", "kl_sampled", "kl_coef",
+        "guard_fired",
+    }  # fmt: skip
+    assert curves[0]["kl_to_start"] == 0.0  # step 0 samples the start policy
+    assert all(c["kl_to_start"] >= 0 for c in curves) and curves[-1]["kl_to_start"] > 0
+    for c, s in zip(curves, result.steps, strict=True):
+        assert (c["reward_mean"], c["fresh_reward_mean"]) == (s.reward_mean, s.fresh_reward_mean)
+        assert c["guard_fired"] == any(w.startswith(f"step {s.step}:") for w in result.warnings)
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    page = write_report(tmp_path).read_text()  # the train page draws the same curves
+    assert 'id="plot-curves"' in page and "guard's first warning (step 0)" in page
     reloaded = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     assert not torch.equal(reloaded.lm_head.weight, base.lm_head.weight)
@@ -327,6 +400,7 @@ def test_lora_trains_adapters_against_the_adapter_free_reference(tiny_llama, tmp
     lengths = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
     result = train_ppo(str(tiny_llama), None, lengths, ["Hi", "Hello"], config, tmp_path)
     assert result.steps[0].kl == pytest.approx(0.0, abs=1e-5)  # untrained adapters: no drift
+    assert curve_rows(tmp_path)[0]["kl_to_start"] == pytest.approx(0.0, abs=1e-5)
     assert result.steps[1].kl != pytest.approx(0.0, abs=1e-5)
     reloaded = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
@@ -366,6 +440,9 @@ def test_real_model_ppo_steps_are_finite_and_the_saved_policy_reloads(tmp_path):
         assert all(math.isfinite(v) for v in (s.policy_loss, s.value_loss, s.entropy, s.kl))
         assert 1 <= s.response_tokens <= 8
     assert result.steps[0].probe_shifts[0] != 0
+    curves = curve_rows(tmp_path)
+    assert [c["step"] for c in curves] == [0, 1] and curves[0]["kl_to_start"] == 0.0
+    assert curves[1]["kl_to_start"] > 0 and (tmp_path / "curves.png").is_file()
     reloaded = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
     base = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()))
     ids = torch.tensor([[1, 2, 3, 4]])

@@ -136,6 +136,7 @@ def train(cfg: DictConfig, out_dir: Path) -> None:
 def _train_ppo(cfg: DictConfig, settings: Any, out_dir: Path) -> TrainResult:
     """``trainer=ppo``: charter's own PPO, on the reward model or the pointwise judge."""
     from charter.trainers.ppo import PPOConfig, train_ppo
+    from charter.trainers.ppo_curves import curves_summary
 
     if not isinstance(settings, PPOConfig):
         raise InputError(f"unknown trainer {type(settings).__name__}", field="trainer")
@@ -163,6 +164,7 @@ def _train_ppo(cfg: DictConfig, settings: Any, out_dir: Path) -> TrainResult:
                 None if s.fresh_reward_mean is None else round(s.fresh_reward_mean, 4)
                 for s in ppo.steps
             ],
+            **curves_summary([asdict(c) for c in ppo.curves]),  # per step: curves.jsonl/.png
             "warnings": ppo.warnings,
         },
     )
@@ -253,6 +255,22 @@ def _ppo_rows(ppo: dict[str, Any] | None) -> dict[str, Any]:
         f"on {vs['prompts']} prompts",
         "reward model prefers PPO answer": ppo["reward_model_prefers_ppo"],
         "PPO guard warnings": len(ppo["warnings"]),
+        **_curve_rows(ppo.get("curves") or {}),
+    }
+
+
+def _curve_rows(curves: dict[str, Any]) -> dict[str, Any]:
+    if not curves:
+        return {}
+
+    def arrow(key: str) -> str:
+        return f"{curves[key + '_first']} -> {curves[key + '_last']}"
+
+    return {
+        "PPO reward model score (first -> last)": arrow("reward_mean"),
+        "PPO fresh judge score (first -> last)": arrow("fresh_reward_mean"),
+        "PPO KL to start, nats (first -> last)": arrow("kl_to_start"),
+        "PPO guard's first warning at step": curves["guard_first_step"],
     }
 
 
@@ -266,6 +284,7 @@ def _loop_ppo(
 ) -> dict[str, Any]:
     """The PPO leg of the loop: PPO on the reward model, then the same head-to-head."""
     from charter.trainers.ppo import PPOConfig, train_ppo
+    from charter.trainers.ppo_curves import curves_summary
 
     settings = build(cfg.loop_ppo, "loop_ppo") if cfg.get("loop_ppo") else PPOConfig()
     ppo = train_ppo(
@@ -293,6 +312,7 @@ def _loop_ppo(
         "stopped": ppo.stopped,
         "steps": len(ppo.steps),
         "warnings": ppo.warnings,
+        "curves": curves_summary([asdict(c) for c in ppo.curves]),  # ppo/curves.jsonl, .png
         "ppo_vs_base": match.summary(),
         "reward_model_prefers_ppo": reward_model_preference(
             RewardModelScorer(reward_model), match.sets

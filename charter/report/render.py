@@ -30,6 +30,7 @@ from charter.report.revise_facts import gather_revise
 from charter.report.run_facts import RunFacts, gather_run
 from charter.report.table_rows import TableRow, select_rows
 from charter.report.train_facts import gather_train
+from charter.trainers.ppo_curves import curves_figure
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ def _train(run_dir: Path) -> tuple[str, dict[str, Any], list[str]]:
             for s in chart.series
         }
         figures[chart.key] = plots.lines(curves, chart.xlabel, chart.title, f"train-{i}", steps)
+    if facts.curves:
+        figures["curves"] = plots.to_svg(curves_figure(facts.curves), "train-curves")
     return "train.html.jinja2", {"facts": facts, "plots": figures}, facts.missing
 
 

@@ -5,9 +5,11 @@ step (``losses``). The TRL-based trainers (reward, DPO, SFT, GRPO/RLOO, and onli
 rounds in order) also write ``log_history.jsonl``: TRL's own per-step log, with whatever the
 method measures (rewards of chosen and rejected, their margin, KL, completion lengths, the
 learning rate). Charter's PPO writes ``ppo_log.jsonl``, one row per step with reward, KL, losses
-and the over-optimisation guard's figures; the closed loop ``loop_metrics.json``, with each
-trainer's log in its own folder (``reward/``, ``dpo/``, ``ppo/``). An output directory written
-before the TRL log was kept has only the loss, and the page says so.
+and the over-optimisation guard's figures, and ``curves.jsonl``, the reward, the fresh judge and
+the KL to the start policy per step, which the page draws on one plot; the closed loop writes
+``loop_metrics.json``, with each trainer's log in its own folder (``reward/``, ``dpo/``,
+``ppo/``). An output directory written before the TRL log was kept has only the loss, and the
+page says so.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from charter.report.kinds import read_json
 from charter.report.run_facts import read_rows
+from charter.trainers.ppo_curves import CURVES
 
 LOG_HISTORY = "log_history.jsonl"
 
@@ -26,6 +29,7 @@ _PPO_SERIES = (
     ("reward_mean", "reward (mean)"),
     ("fresh_reward_mean", "fresh judge reward (mean)"),
     ("kl", "KL to reference"),
+    ("kl_to_start", "KL to reference, whole next-token distributions"),
     ("approx_kl", "approx. KL per update"),
     ("policy_loss", "policy loss"),
     ("value_loss", "value loss"),
@@ -111,6 +115,8 @@ class TrainFacts:
     not_recorded: list[str]
     sources: list[str]
     """The files the per-step plots were read from."""
+    curves: list[dict[str, Any]] | None = None
+    """PPO's ``curves.jsonl`` rows (reward, fresh judge, KL to start, guard), if written."""
 
 
 def _scalars(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -207,6 +213,7 @@ def gather_train(run_dir: Path) -> TrainFacts:
     loop = read_json(run_dir / "loop_metrics.json")
     ppo_log = read_rows(run_dir, "ppo_log.jsonl") or read_rows(run_dir / "ppo", "ppo_log.jsonl")
     trl_log = read_rows(run_dir, LOG_HISTORY)
+    curves = read_rows(run_dir, CURVES) or read_rows(run_dir / "ppo", CURVES)
     trainer = str(metrics.get("trainer") or ("closed loop" if loop else "PPO"))
     # the logs hold every per-step figure; metrics.json's copies of some of them would repeat it
     charts: list[Chart] = []
@@ -249,4 +256,5 @@ def gather_train(run_dir: Path) -> TrainFacts:
         missing=_missing(metrics, loop),
         not_recorded=not_recorded,
         sources=sources,
+        curves=curves,
     )
