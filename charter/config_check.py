@@ -82,6 +82,7 @@ def _number(value: float | None) -> str | None:
 PLAIN_KEYS: dict[str, Expect] = {
     "seed": Expect(int, minimum=0, maximum=2**32 - 1),  # what numpy and torch all take
     "chunk_size": Expect(int, minimum=1),
+    "stream_window": Expect(int, minimum=1),
     "experiment_name": Expect(str),
     "run_dir": Expect(str, nullable=True),
     "cache_dir": Expect(str, nullable=True),

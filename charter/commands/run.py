@@ -195,8 +195,10 @@ def on_ray_data(cfg: DictConfig) -> bool:
 
 
 def stream_window(cfg: DictConfig) -> int:
-    """Prompts a stage holds at once (``stream_window``; at least 1)."""
-    return max(1, int(cfg.get("stream_window") or 1024))
+    """Prompts a stage holds at once (``stream_window``, checked >= 1 by the config check; a
+    config from before the setting existed gets 1024)."""
+    value = cfg.get("stream_window")
+    return 1024 if value is None else int(value)
 
 
 def prompt_count(path: Path, limit: int | None) -> int | None:

@@ -201,6 +201,8 @@ def test_a_run_with_any_checked_override_finishes_or_stops_cleanly(data: st.Data
 FOUND = [
     (["judge.combine=banana"], "judge.combine"),
     (["chunk_size=0"], "chunk_size"),
+    (["stream_window=0"], "stream_window"),
+    (["stream_window=abc"], "stream_window"),
     (["pairs.strategy=x"], "pairs.strategy"),
     (["pairs.min_margin=abc"], "pairs.min_margin"),
     (["pairs.min_margin=nan"], "pairs.min_margin"),
