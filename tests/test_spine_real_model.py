@@ -130,7 +130,9 @@ def test_eval_judge_prints_the_report_and_writes_verdicts(tmp_path: Path, name: 
     if not data.exists():
         pytest.skip(f"{data} not present (shared data sits beside the repo)")
     run = tmp_path / "eval"
-    result = charter("eval-judge", f"data={data}", "limit=4", f"hydra.run.dir={run}", cwd=tmp_path)
+    # 2 injection pairs, not the default 16: the injection bound has its own real-model test
+    args = ("eval-judge", f"data={data}", "limit=4", "injection_pairs=2", f"hydra.run.dir={run}")
+    result = charter(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["n"] == 4
