@@ -226,13 +226,7 @@ def _keys_for(
     ``{"chat":<chat>,`` followed by the same tail: the same bytes ``json.dumps`` of the whole
     material gives (a test holds the two equal), at a fraction of the cost per chat.
     """
-    material = {
-        "v": KEY_VERSION,
-        "kind": kind,
-        "model_id": model_id,
-        "model": model_fingerprint,
-        "settings": settings,
-    }
+    material = _material(kind, model_id, model_fingerprint, settings)
     tail = "," + json.dumps(material, **_CANONICAL)[1:]
     dumps, sha256 = json.JSONEncoder(**_CANONICAL).encode, hashlib.sha256
 
@@ -246,15 +240,19 @@ def _slow_call_key(
     kind: str, model_id: str, model_fingerprint: str, settings: Any, chat: Chat
 ) -> str:
     """The definition :func:`_keys_for` must match byte for byte (kept for that test)."""
-    material = {
+    material = {**_material(kind, model_id, model_fingerprint, settings), "chat": chat}
+    return hashlib.sha256(json.dumps(material, **_CANONICAL).encode()).hexdigest()
+
+
+def _material(kind: str, model_id: str, model_fingerprint: str, settings: Any) -> dict[str, Any]:
+    """What determines a call's result, but the chat."""
+    return {
         "v": KEY_VERSION,
         "kind": kind,
         "model_id": model_id,
         "model": model_fingerprint,
         "settings": settings,
-        "chat": chat,
     }
-    return hashlib.sha256(json.dumps(material, **_CANONICAL).encode()).hexdigest()
 
 
 class CachedEngine:

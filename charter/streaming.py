@@ -19,15 +19,15 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from charter.judges.stage import Ranking
+from charter.judges.stage import Ranking, same_text
 from charter.records import CandidateSet, Judgment
 
 
 def comparisons_of(cs: CandidateSet, per_pair: int = 1) -> int:
     """How many comparisons the judge stage makes of one set under ``all_pairs``: pairs with
     different texts, times ``per_pair`` (the principle count under ``principle_per=all``)."""
-    texts = [c.text.strip() for c in cs.candidates]
-    return per_pair * sum(a != b for a, b in itertools.combinations(texts, 2))
+    pairs = itertools.combinations(cs.candidates, 2)
+    return per_pair * sum(not same_text(a, b) for a, b in pairs)
 
 
 def judge_windows(

@@ -89,6 +89,11 @@ def publish_dataset(
     disable_progress_bars()
 
     dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": []})
+    _write_dataset(run_dir, dataset, folder, name)
+
+
+def _write_dataset(run_dir: Path, dataset: Any, folder: str, name: str) -> None:
+    """``dataset`` as a ``save_to_disk`` folder and a Parquet file, each all or nothing."""
     with atomic_dir(run_dir / folder) as tmp:
         dataset.save_to_disk(str(tmp))
     parquet = run_dir / name
@@ -127,14 +132,9 @@ def publish_dataset_from(
 
     scratch = tempfile.mkdtemp(dir=run_dir, prefix=".arrow-", suffix=".tmp")
     try:
-        dataset = Dataset.from_generator(rows, cache_dir=scratch)
-        with atomic_dir(run_dir / folder) as tmp:
-            dataset.save_to_disk(str(tmp))
-        parquet = run_dir / parquet_name
-        tmp_parquet = parquet.with_suffix(".parquet.tmp")
-        dataset.to_parquet(str(tmp_parquet))
-        tmp_parquet.replace(parquet)
-        del dataset
+        _write_dataset(
+            run_dir, Dataset.from_generator(rows, cache_dir=scratch), folder, parquet_name
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -22,6 +22,7 @@ from charter.judges.stage import (
     judge_under_every_principle,
     judge_what_fits,
     rank,
+    same_text,
     under_every_principle,
 )
 from charter.judges.tournament import SortSteps, TournamentRounds, merge_sort_steps
@@ -79,7 +80,7 @@ def judge_in_rounds(
         for r in rankings
         if len(r.order) > 1
         and frozenset((r.order[0], r.order[-1])) not in asked
-        and by_id[r.order[0]].text.strip() != by_id[r.order[-1]].text.strip()
+        and not same_text(by_id[r.order[0]], by_id[r.order[-1]])
     ]
     if ends:
         done, skipped = judge_batch(ends)

@@ -91,6 +91,13 @@ def _check_principle_per(
         )
 
 
+def same_text(a: Candidate, b: Candidate) -> bool:
+    """Whether two candidates say the same thing (up to edge whitespace): such a pair is never
+    judged, since it teaches nothing. The one rule for the stage, its rounds and the windows a
+    run is cut into (:mod:`charter.streaming` counts comparisons with it)."""
+    return a.text.strip() == b.text.strip()
+
+
 def comparison_of(
     cs: CandidateSet,
     a: Candidate,
@@ -150,7 +157,7 @@ def build_comparisons(
     rejects: list[Reject] = []
     for cs in sets:
         for a, b in itertools.combinations(cs.candidates, 2):
-            if a.text.strip() == b.text.strip():
+            if same_text(a, b):
                 rejects.append(
                     Reject(
                         stage="judge",

@@ -449,17 +449,7 @@ def train_ppo(
                 seconds=time.perf_counter() - began,
             )
         )
-        curves.append(
-            CurvePoint(
-                step=step,
-                reward_mean=reward_means[-1],
-                fresh_reward_mean=fresh_mean,
-                kl_to_start=kl_to_start,
-                kl_sampled=kl,
-                kl_coef=coef_used,
-                guard_fired=warning is not None,
-            )
-        )
+        curves.append(CurvePoint.of(logs[-1], guard_fired=warning is not None))
         log.info("ppo %s", json.dumps(dataclasses.asdict(logs[-1])))
         write_jsonl_atomic(out_dir / "ppo_log.jsonl", (dataclasses.asdict(s) for s in logs))
         write_curves(out_dir, curves)

@@ -45,6 +45,20 @@ class CurvePoint:
     kl_coef: float
     guard_fired: bool
 
+    @classmethod
+    def of(cls, log: Any, guard_fired: bool) -> CurvePoint:
+        """The curve's point of one PPO step's log (a ``StepLog``: its ``kl`` is the sampled
+        estimate), so the curve is read off the log rather than kept beside it."""
+        return cls(
+            step=log.step,
+            reward_mean=log.reward_mean,
+            fresh_reward_mean=log.fresh_reward_mean,
+            kl_to_start=log.kl_to_start,
+            kl_sampled=log.kl,
+            kl_coef=log.kl_coef,
+            guard_fired=guard_fired,
+        )
+
 
 def write_curves(out_dir: Path, points: Sequence[CurvePoint]) -> None:
     """Rewrite ``out_dir/curves.jsonl`` all or nothing, so a killed run keeps its steps so far."""
