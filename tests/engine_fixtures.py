@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from charter.generators.fake_engine import FakeEngine
 from charter.generators.model_files import resolve_model
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -46,3 +47,19 @@ def build_tiny_llama(dest: Path) -> Path:
     model.save_pretrained(str(dest))
     tokenizer.save_pretrained(str(dest))
     return dest
+
+
+class SelfBatching(FakeEngine):
+    """The fake engine, saying it schedules its own batches (as vLLM and a server do), and
+    counting the chats of each call."""
+
+    schedules_own_batches = True
+    calls: list[int] = []
+
+    def generate(self, chats, sampling, n=1):
+        SelfBatching.calls.append(len(chats))
+        return super().generate(chats, sampling, n)
+
+    def choice_logprobs(self, chats, choices):
+        SelfBatching.calls.append(len(chats))
+        return super().choice_logprobs(chats, choices)

@@ -19,6 +19,7 @@ from charter.prompts import load_prompts, prompt_windows
 from charter.records import PromptRecord
 from charter.streaming import in_step, judge_windows
 from tests.cli import charter
+from tests.engine_fixtures import SelfBatching
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("candidates.jsonl", "judgments.jsonl", "rankings.jsonl", "pairs.jsonl", "rejects.jsonl")
@@ -144,3 +145,40 @@ def test_a_run_in_windows_writes_the_bytes_of_a_run_in_one(tmp_path):
         for name in (*OUTPUTS, "README.md"):
             assert (runs[2] / name).read_bytes() == (runs[1000] / name).read_bytes(), name
         assert (runs[2] / "pairs.parquet").stat().st_size > 0
+
+
+def test_an_engine_that_batches_for_itself_gets_one_call_per_window(tmp_path):
+    """vLLM and servers get no chunk limit, so without windows a stage would hold the whole
+    run: each window is one call instead, and the outputs are those of one window."""
+    from hydra import compose, initialize_config_module
+
+    from charter.building import register_resolvers
+    from charter.commands.run import run_all
+
+    register_resolvers()
+    outputs = {}
+    for window in (4, 1000):
+        SelfBatching.calls.clear()
+        overrides = [
+            "experiment=smoke",
+            "prompts.limit=10",
+            "engine@generator.engine=fake",
+            "engine@judge.engine=fake",
+            "generator.engine._target_=tests.engine_fixtures.SelfBatching",
+            "judge.engine._target_=tests.engine_fixtures.SelfBatching",
+            "report.enabled=false",
+            "plan.before_run=false",
+            f"stream_window={window}",
+            f"cache_dir={tmp_path / f'cache-{window}'}",
+        ]
+        with initialize_config_module("charter.conf", version_base="1.3"):
+            cfg = compose("run", overrides=overrides)
+        run = tmp_path / f"run-{window}"
+        run.mkdir()
+        run_all(cfg, run)
+        outputs[window] = {name: (run / name).read_bytes() for name in OUTPUTS}
+        if window == 4:  # prompts 4 + 4 + 2: three generate calls, three judge calls
+            assert SelfBatching.calls == [4, 4, 2, 4 * 2, 4 * 2, 2 * 2], SelfBatching.calls
+        else:
+            assert SelfBatching.calls == [10, 10 * 2]
+    assert outputs[4] == outputs[1000]

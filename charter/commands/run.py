@@ -103,11 +103,15 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
     engine = None if streaming else engines.get(cfg.generator.engine, "generator.engine")
     sampling = build(cfg.generator.sampling, "generator.sampling")
     chunk = cfg.chunk_size if streaming else stage_chunk_size(cfg, engine)
-    # whole chunks per window, so the engine gets the calls a single window would give it
-    # (on Ray Data a window is one chunk: the unit handed to a replica)
-    window = -(-stream_window(cfg) // chunk) * chunk if chunk < sys.maxsize else None
+    # whole chunks per window, so the engine gets the calls a single window would give it; an
+    # engine that batches for itself (vLLM, a server) gets each window in one call; on Ray Data
+    # a window is one chunk, the unit handed to a replica
     if streaming:
         window = chunk
+    elif chunk == sys.maxsize:
+        window = stream_window(cfg)
+    else:
+        window = -(-stream_window(cfg) // chunk) * chunk
     read_rejects: list[Reject] = []
     too_long: list[Reject] = []
     counts: Counter[str] = Counter()
@@ -253,7 +257,8 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
         window=1 if streaming else stream_window(cfg),  # on Ray Data: one engine call each
         chunk_size=chunk,
         per_pair=per_pair,
-        at_call_boundaries=cfg.ranking == "all_pairs",
+        # an engine that batches for itself gets a window per call: cut by prompts alone
+        at_call_boundaries=cfg.ranking == "all_pairs" and chunk < sys.maxsize,
     )
     tally = JudgeTally()
     identical: list[Reject] = []

@@ -60,9 +60,10 @@ def resolved(*nodes: Any) -> list[Any]:
 
 
 def stage_chunk_size(cfg: DictConfig, engine: Any) -> int:
-    """``cfg.chunk_size``, or the whole stage in one call for an engine that schedules its own
-    batches (vLLM, an OpenAI-compatible server): its throughput comes from seeing every request
-    at once, and chunks would leave it idle at each chunk's tail."""
+    """``cfg.chunk_size``, or no limit for an engine that schedules its own batches (vLLM, an
+    OpenAI-compatible server): its throughput comes from seeing many requests at once, and
+    chunks would leave it idle at each chunk's tail. The stages then send it one call per
+    window of ``stream_window`` prompts (thousands of requests), so memory stays flat."""
     inner = engine
     while True:  # the call cache, token counter and budget meter wrap the real engine
         if isinstance(inner, SpendMeter):  # a budget stops only between calls: keep them small
