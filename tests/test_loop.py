@@ -65,6 +65,110 @@ def test_closed_loop_writes_figures(tiny_llama: Path, tmp_path: Path) -> None:
     assert not any(f'"{p}"' in trained_on for p in held_out)
 
 
+def _human_file(path: Path, n: int) -> Path:
+    """n human pairs where the chosen answer is the helpful one."""
+    rows = [
+        {
+            "id": f"h{i}",
+            "messages": [{"role": "user", "content": f"How many legs has a spider? ({i})"}],
+            "chosen": "Eight legs.",
+            "rejected": "I cannot help with that.",
+            "dimension": "helpfulness",
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_loop_signal_reports_an_independent_evaluator(tiny_llama: Path, tmp_path: Path) -> None:
+    human = _human_file(tmp_path / "human.jsonl", 6)
+    cfg = compose(
+        tiny_llama,
+        "experiment=loop_signal",
+        "prompts.limit=6",
+        "loop.heldout_prompts=2",
+        "generator.sampling.max_new_tokens=8",
+        f"loop.reward.human_pairs={human}",
+        "loop.reward.optim.max_steps=1",
+        "loop.reward.optim.device=cpu",
+        "loop.dpo.optim.max_steps=1",
+        "loop.dpo.optim.device=cpu",
+        f"loop.evaluator.human_pairs={human}",
+        "loop.evaluator.heldout=2",
+        "loop.evaluator.reward.optim.max_steps=1",
+        "loop.evaluator.reward.optim.device=cpu",
+    )
+    assert cfg.constitution.path.endswith("helpful.yaml")
+    train(cfg, tmp_path / "out")
+    figures = json.loads((tmp_path / "out" / "loop_metrics.json").read_text())
+    independent = figures["independent"]
+    assert independent["agreement_with_people"]["n"] == 2  # the evaluator's held-out pairs
+    assert "4 human pairs" in independent["evaluator"]  # trained on the other 4 only
+    vs = independent["dpo_vs_base"]
+    assert vs["n"] == figures["dpo_vs_base"]["prompts"] == 2
+    assert vs["ci95"][0] <= vs["rate"] <= vs["ci95"][1] and 0.0 < vs["mean_p"] < 1.0
+    assert figures["labels"]["comparisons"] == 4
+    assert (tmp_path / "out" / "evaluator" / "model").is_dir()
+
+
+def test_evaluator_heldout_larger_than_the_file_is_one_line(tmp_path: Path) -> None:
+    from charter.errors import InputError
+    from charter.trainers.independent_eval import split_human_pairs
+
+    human = _human_file(tmp_path / "human.jsonl", 3)
+    train_rows, held = split_human_pairs(human, 1, seed=0)
+    assert len(train_rows) == 2 and len(held) == 1
+    assert not {p.id for p in train_rows} & {p.id for p in held}
+    with pytest.raises(InputError, match="loop.evaluator.heldout=3, but the file has 3"):
+        split_human_pairs(human, 3, seed=0)
+
+
+def test_verdict_counts_ties_half_and_averages_the_soft_probability() -> None:
+    from charter.trainers.independent_eval import verdict
+
+    v = verdict([1.0, 0.0, 2.0], [0.0, 0.0, 3.0])
+    assert v.rate == pytest.approx(0.5) and v.n == 3
+    assert v.mean_p == pytest.approx((0.7310586 + 0.5 + 0.2689414) / 3, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluator_trains_on_real_smollm2_and_scores_people_and_policies(tmp_path: Path) -> None:
+    from charter.records import Candidate, CandidateSet
+    from charter.trainers.common import Optimisation
+    from charter.trainers.independent_eval import HumanRewardEvaluator, train_referee
+    from charter.trainers.reward import RewardSettings
+    from tests.engine_fixtures import smollm2_dir
+
+    human = _human_file(tmp_path / "human.jsonl", 6)
+    settings = HumanRewardEvaluator(
+        human_pairs=str(human),
+        heldout=2,
+        reward=RewardSettings(
+            base_model=str(smollm2_dir()),
+            optim=Optimisation(learning_rate=5e-5, max_steps=2, batch_size=2, device="cpu"),
+        ),
+    )
+    referee = train_referee(settings, human, tmp_path)
+    assert referee.train_pairs == 4 and referee.agreement.n == 2
+    assert referee.longer_response_baseline == 0.0  # the chosen answers are the shorter ones
+    chat = [{"role": "user", "content": "How many legs has a spider?"}]
+    sets = [
+        CandidateSet(
+            "p1",
+            chat,
+            [
+                Candidate("p1/trained", "Eight legs.", "stop", 3),
+                Candidate("p1/base", "No.", "stop", 2),
+            ],
+            "m",
+            {},
+        )
+    ]
+    v = referee.judge(sets)
+    assert v.n == 1 and v.rate in (0.0, 0.5, 1.0) and 0.0 < v.mean_p < 1.0
+
+
 def test_online_dpo_rounds_sample_from_the_updated_policy(tiny_llama: Path, tmp_path: Path):
     cfg = compose(
         tiny_llama,

@@ -15,12 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from charter import run_files
+from charter import run_files, run_state
 from charter.building import EngineCache, build, open_call_cache, resolve_path
 from charter.commands import run as run_stages
 from charter.constitution import load_constitution
 from charter.errors import InputError
-from charter.jsonl import write_jsonl_atomic, write_text_atomic
+from charter.jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
 from charter.judge_building import build_judge
 from charter.progress import console, summary_table
 from charter.prompts import PromptFields, load_prompts
@@ -221,6 +221,9 @@ def run_loop(cfg: DictConfig, out_dir: Path) -> None:
         "dpo_vs_base": match.summary(),
         "reward_model_prefers_dpo": reward_model_preference(scorer, match.sets),
     }
+    figures["labels"] = _label_facts(data_dir)
+    if loop.evaluator is not None:
+        figures["independent"] = _independent(loop, match, out_dir)
     if loop.ppo:
         figures["ppo"] = _loop_ppo(cfg, rm.model_dir, train_prompts, heldout, out_dir, engines)
     write_text_atomic(out_dir / "loop_metrics.json", json.dumps(figures, indent=2) + "\n")
@@ -236,12 +239,58 @@ def run_loop(cfg: DictConfig, out_dir: Path) -> None:
             "DPO loss first -> last": f"{dpo.metrics['first_loss']:.4f} -> "
             f"{dpo.metrics['last_loss']:.4f}",
             "DPO win rate vs base (judge)": f"{match.win_rate:.3f} [{lo:.3f}, {hi:.3f}] "
-            f"on {match.prompts} prompts",
+            f"on {match.prompts} prompts, mean p {match.mean_p_trained:.3f}",
             "reward model prefers DPO answer": figures["reward_model_prefers_dpo"],
+            **_independent_rows(figures.get("independent")),
+            "held-out answers identical to base": figures["dpo_vs_base"]["identical_answers"],
             **_ppo_rows(figures.get("ppo")),
             "output": str(out_dir),
         },
     )
+
+
+def _label_facts(data_dir: Path) -> dict[str, Any]:
+    """What the training labels were like: how many, how sure, how consistent across orders."""
+    judge = run_state.read_summary(data_dir).get("judge") or {}
+    margins = [float(r.get("margin") or 0.0) for _, r in read_jsonl(data_dir / run_files.PAIRS)]
+    return {
+        "comparisons": judge.get("comparisons"),
+        "swap_consistency": judge.get("swap_consistency"),
+        "mean_margin": round(sum(margins) / len(margins), 4) if margins else None,
+    }
+
+
+def _independent(loop: LoopSettings, match: Any, out_dir: Path) -> dict[str, Any]:
+    """The referee that never saw the loop's labels: trained on people, then trained vs base."""
+    from charter.trainers.independent_eval import train_referee
+
+    assert loop.evaluator is not None
+    console.print("[bold]loop[/] evaluator: a reward model on human pairs only")
+    path = resolve_path(loop.evaluator.human_pairs)
+    referee = train_referee(loop.evaluator, path, out_dir / "evaluator")
+    return {
+        "evaluator": f"reward model trained on {referee.train_pairs} human pairs of {path.name}",
+        "agreement_with_people": referee.agreement.summary(),
+        "longer_response_baseline": round(referee.longer_response_baseline, 4),
+        "dpo_vs_base": referee.judge(match.sets).summary(),
+    }
+
+
+def _independent_rows(independent: dict[str, Any] | None) -> dict[str, Any]:
+    if not independent:
+        return {}
+
+    def shown(v: dict[str, Any]) -> str:
+        lo, hi = v["ci95"]
+        return f"{v['rate']:.3f} [{lo:.3f}, {hi:.3f}] on {v['n']}, mean p {v['mean_p']:.3f}"
+
+    return {
+        "DPO win rate vs base (independent evaluator)": shown(independent["dpo_vs_base"]),
+        "  evaluator's agreement with people (held out)": shown(
+            independent["agreement_with_people"]
+        ),
+        "  (longer-response baseline there)": independent["longer_response_baseline"],
+    }
 
 
 def _ppo_rows(ppo: dict[str, Any] | None) -> dict[str, Any]:

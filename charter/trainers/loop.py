@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charter.constitution import Constitution
 from charter.generators.engine import Engine, SamplingSettings
@@ -21,6 +21,9 @@ from charter.judges.stage import judge_candidates
 from charter.records import Candidate, CandidateSet, Judgment, PromptRecord
 from charter.trainers.dpo import DPOSettings
 from charter.trainers.reward import RewardSettings
+
+if TYPE_CHECKING:
+    from charter.trainers.independent_eval import HumanRewardEvaluator
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,15 @@ class LoopSettings:
         reward: the reward model step (trained on the loop's pairs).
         dpo: the DPO step; its ``policy`` should be the generator's model (the base).
         ppo: also train with PPO (``charter.trainers.ppo``) on the reward model and compare.
+        evaluator: a second referee that never saw the loop's labels (a reward model trained
+            on human pairs, :mod:`charter.trainers.independent_eval`); null: the judge only.
     """
 
     heldout_prompts: int = 8
     reward: RewardSettings = field(default_factory=RewardSettings)
     dpo: DPOSettings = field(default_factory=DPOSettings)
     ppo: bool = False
+    evaluator: HumanRewardEvaluator | None = None
 
 
 def wilson_interval(wins: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -71,6 +77,21 @@ class HeadToHead:
             "ci95": [round(x, 4) for x in self.ci95],
             "mean_p_trained": round(self.mean_p_trained, 4),
             "swap_consistency": self.swap_consistency,
+            **self.policy_moved(),
+        }
+
+    def policy_moved(self) -> dict[str, Any]:
+        """Did training change the answers at all? Identical answers and lengths, side by side."""
+        n = len(self.sets) or 1
+        same = sum(s.candidates[0].text == s.candidates[1].text for s in self.sets)
+
+        def tokens(i: int) -> float:
+            return round(sum(s.candidates[i].num_tokens or 0 for s in self.sets) / n, 1)
+
+        return {
+            "identical_answers": same,
+            "mean_tokens_trained": tokens(0),
+            "mean_tokens_base": tokens(1),
         }
 
 
