@@ -89,6 +89,11 @@ def train(cfg: DictConfig, out_dir: Path) -> None:
     if cfg.get("loop") is not None:
         run_loop(cfg, out_dir)
         return
+    if cfg.get("label_curve") is not None:
+        from charter.commands.label_curve import run_label_curve
+
+        run_label_curve(cfg, out_dir)
+        return
     settings = build(cfg.trainer, "trainer")
     console.print(f"[bold]charter train[/] {type(settings).__name__} -> {out_dir}", soft_wrap=True)
     rejects: list[Any] = []

@@ -4,7 +4,8 @@ Each charter command leaves a recognisable set of files: ``charter run`` the sta
 ``summary.json``; a revise run ``revisions.jsonl``; ``eval-judge`` a ``metrics.json`` with an
 agreement; ``calibrate`` a ``calibration.json``; a judge comparison sweep ``comparison.json``;
 ``train`` a ``metrics.json`` naming its trainer, a per-step log (TRL's ``log_history.jsonl``,
-PPO's ``ppo_log.jsonl``) or the loop's ``loop_metrics.json``. The files, not the directory name,
+PPO's ``ppo_log.jsonl``) or the loop's ``loop_metrics.json``; ``train experiment=label_curve``
+a ``label_curve.json``. The files, not the directory name,
 decide, so a renamed or moved directory still gets the right page.
 """
 
@@ -19,7 +20,9 @@ from charter import run_files, run_state
 from charter.errors import InputError
 from charter.jsonl import read_jsonl
 
-RunKind = Literal["pipeline", "revise", "eval_judge", "calibrate", "judge_comparison", "train"]
+RunKind = Literal[
+    "pipeline", "revise", "eval_judge", "calibrate", "judge_comparison", "train", "label_curve"
+]
 
 KIND_NAMES: dict[str, str] = {
     "pipeline": "charter run",
@@ -28,6 +31,7 @@ KIND_NAMES: dict[str, str] = {
     "calibrate": "charter calibrate",
     "judge_comparison": "charter eval-judge (judge comparison)",
     "train": "charter train",
+    "label_curve": "charter train (label curve)",
 }
 
 PIPELINE_FILES = (run_files.CANDIDATES, run_files.JUDGMENTS, run_files.PAIRS)
@@ -53,6 +57,8 @@ def run_kind(run_dir: Path) -> RunKind:
         return "calibrate"
     if (run_dir / "comparison.json").is_file():
         return "judge_comparison"
+    if (run_dir / "label_curve.json").is_file():
+        return "label_curve"
     train_logs = ("loop_metrics.json", "ppo_log.jsonl", "log_history.jsonl")
     if any((run_dir / name).is_file() for name in train_logs):
         return "train"

@@ -26,6 +26,7 @@ from charter.report.judge_eval_facts import (
     gather_judge_comparison,
 )
 from charter.report.kinds import KIND_NAMES, check_comparable, run_kind
+from charter.report.label_curve_facts import gather_label_curve
 from charter.report.revise_facts import gather_revise
 from charter.report.run_facts import RunFacts, gather_run
 from charter.report.table_rows import TableRow, select_rows
@@ -226,6 +227,9 @@ def build_report(run_dir: Path, against: Path | None = None, max_pairs: int = 20
             template, context, missing = _revise(run_dir, max_pairs)
         elif kind == "train":
             template, context, missing = _train(run_dir)
+        elif kind == "label_curve":
+            facts = gather_label_curve(run_dir)
+            template, context, missing = "label_curve.html.jinja2", {"facts": facts}, facts.missing
         else:
             template, context, missing = _judge_eval(run_dir, kind)
         title = f"{KIND_NAMES[kind]}: {run_dir.name}"
