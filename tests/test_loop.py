@@ -109,7 +109,7 @@ def test_loop_signal_reports_an_independent_evaluator(tiny_llama: Path, tmp_path
     assert vs["n"] == figures["dpo_vs_base"]["prompts"] == 2
     assert vs["ci95"][0] <= vs["rate"] <= vs["ci95"][1] and 0.0 < vs["mean_p"] < 1.0
     assert figures["labels"]["comparisons"] == 4
-    assert (tmp_path / "out" / "evaluator" / "model").is_dir()
+    assert (tmp_path / "out" / "evaluator" / "head.json").is_file()  # method=head
 
 
 def test_evaluator_heldout_larger_than_the_file_is_one_line(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_evaluator_heldout_larger_than_the_file_is_one_line(tmp_path: Path) -> N
 def test_verdict_counts_ties_half_and_averages_the_soft_probability() -> None:
     from charter.trainers.independent_eval import verdict
 
-    v = verdict([1.0, 0.0, 2.0], [0.0, 0.0, 3.0])
+    v = verdict([1.0, 0.0, -1.0])
     assert v.rate == pytest.approx(0.5) and v.n == 3
     assert v.mean_p == pytest.approx((0.7310586 + 0.5 + 0.2689414) / 3, abs=1e-6)
 
@@ -144,6 +144,7 @@ def test_evaluator_trains_on_real_smollm2_and_scores_people_and_policies(tmp_pat
     settings = HumanRewardEvaluator(
         human_pairs=str(human),
         heldout=2,
+        method="full",
         reward=RewardSettings(
             base_model=str(smollm2_dir()),
             optim=Optimisation(learning_rate=5e-5, max_steps=2, batch_size=2, device="cpu"),

@@ -105,15 +105,9 @@ class FrozenFeatureProbe:
         b = self.features(list(zip(chats, second, strict=True)))
         return a - b
 
-    def __call__(
-        self,
-        settings: RewardSettings,
-        dataset: Any,
-        provenance: Provenance,
-        heldout: Sequence[HumanPair],
-        out_dir: Path,
-    ) -> list[float]:
-        """Fit a head on ``dataset``'s pairs; r(chosen) − r(rejected) for each held-out pair."""
+    def fit(self, dataset: Any, seed: int) -> tuple[np.ndarray, float]:
+        """The head's weights (in feature units) and the regularisation picked, for ``dataset``'s
+        prompt/chosen/rejected rows."""
         from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
         chats = [list(p) for p in dataset["prompt"]]
@@ -123,7 +117,7 @@ class FrozenFeatureProbe:
         scale = diffs.std(axis=0) + 1e-6  # per feature; no centring, so -x stays the swap
         x = diffs / scale
         # each pair once, in a seeded random orientation: label 1 = "first is preferred"
-        flip = random.Random(settings.optim.seed).choices((True, False), k=len(x))
+        flip = random.Random(seed).choices((True, False), k=len(x))
         if len(x) >= 2 and len(set(flip)) == 1:
             flip[0] = not flip[0]  # both classes, whatever the draw
         y = np.array([0 if f else 1 for f in flip])
@@ -136,23 +130,40 @@ class FrozenFeatureProbe:
         else:  # too few of one class to cross-validate: a fixed, strong prior
             fit = LogisticRegression(C=0.01, fit_intercept=False, max_iter=2000)
         fit.fit(x, y)
-        weights = fit.coef_[0] / scale
+        c = float(np.atleast_1d(fit.C_)[0]) if hasattr(fit, "C_") else float(fit.C)
+        return fit.coef_[0] / scale, c
+
+    def margins(self, weights: np.ndarray, pairs: Sequence[HumanPair]) -> list[float]:
+        """r(chosen) − r(rejected) under the head ``weights`` for each pair."""
+        diffs = self._diffs(
+            [p.messages for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs]
+        )
+        return [float(m) for m in diffs @ weights]
+
+    def __call__(
+        self,
+        settings: RewardSettings,
+        dataset: Any,
+        provenance: Provenance,
+        heldout: Sequence[HumanPair],
+        out_dir: Path,
+    ) -> list[float]:
+        """Fit a head on ``dataset``'s pairs (kept in ``out_dir/head.json``); r(chosen) −
+        r(rejected) for each held-out pair."""
+        weights, c = self.fit(dataset, settings.optim.seed)
+        self.write_head(out_dir, weights, c, len(dataset), provenance.source)
+        return self.margins(weights, heldout)
+
+    def write_head(self, out_dir: Path, weights: Any, c: float, pairs: int, source: str) -> Path:
+        """``out_dir/head.json``: the head with what it was fitted on, to reuse or inspect."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "head.json").write_text(
-            json.dumps(
-                {
-                    "base_model": self.base_model,
-                    "pairs": len(chats),
-                    "source": provenance.source,
-                    "C": float(np.atleast_1d(fit.C_)[0]) if hasattr(fit, "C_") else fit.C,
-                    "weights": [round(float(w), 8) for w in weights],
-                }
-            )
-            + "\n"
-        )
-        held = self._diffs(
-            [p.messages for p in heldout],
-            [p.chosen for p in heldout],
-            [p.rejected for p in heldout],
-        )
-        return [float(m) for m in held @ weights]
+        head = {
+            "base_model": self.base_model,
+            "pairs": pairs,
+            "source": source,
+            "C": c,
+            "weights": [round(float(w), 8) for w in weights],
+        }
+        path = out_dir / "head.json"
+        path.write_text(json.dumps(head) + "\n")
+        return path
