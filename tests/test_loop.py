@@ -133,12 +133,15 @@ def test_verdict_counts_ties_half_and_averages_the_soft_probability() -> None:
 
 
 @pytest.mark.slow
-def test_evaluator_trains_on_real_smollm2_and_scores_people_and_policies(tmp_path: Path) -> None:
+def test_a_fully_trained_evaluator_scores_people_and_policies(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    """method=full through TRL (on the tiny Llama: the head on real SmolLM2 features has its own
+    test in test_label_curve.py)."""
     from charter.records import Candidate, CandidateSet
     from charter.trainers.common import Optimisation
     from charter.trainers.independent_eval import HumanRewardEvaluator, train_referee
     from charter.trainers.reward import RewardSettings
-    from tests.engine_fixtures import smollm2_dir
 
     human = _human_file(tmp_path / "human.jsonl", 6)
     settings = HumanRewardEvaluator(
@@ -146,7 +149,7 @@ def test_evaluator_trains_on_real_smollm2_and_scores_people_and_policies(tmp_pat
         heldout=2,
         method="full",
         reward=RewardSettings(
-            base_model=str(smollm2_dir()),
+            base_model=str(tiny_llama),
             optim=Optimisation(learning_rate=5e-5, max_steps=2, batch_size=2, device="cpu"),
         ),
     )

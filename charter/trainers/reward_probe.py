@@ -124,8 +124,15 @@ class FrozenFeatureProbe:
         x = np.where(np.array(flip)[:, None], -x, x)
         folds = min(5, int(min(y.sum(), len(y) - y.sum())))
         if folds >= 2:
+            # picked by held-in log-loss: the head's probabilities are what a margin reads
             fit: Any = LogisticRegressionCV(
-                Cs=np.logspace(-4, 2, 13).tolist(), cv=folds, fit_intercept=False, max_iter=2000
+                Cs=np.logspace(-4, 2, 13).tolist(),
+                cv=folds,
+                fit_intercept=False,
+                max_iter=2000,
+                scoring="neg_log_loss",
+                l1_ratios=(0.0,),
+                use_legacy_attributes=False,
             )
         else:  # too few of one class to cross-validate: a fixed, strong prior
             fit = LogisticRegression(C=0.01, fit_intercept=False, max_iter=2000)
