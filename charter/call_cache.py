@@ -87,7 +87,7 @@ class CallCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
+            _switch_to_wal(db, time.monotonic() + timeout_s)
             db.executescript(_SCHEMA)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -195,6 +195,26 @@ class CallCache:
                 with suppress(sqlite3.OperationalError):
                     db.execute("VACUUM")
         return deleted
+
+
+def _switch_to_wal(db: sqlite3.Connection, deadline: float) -> None:
+    """Put the file in WAL mode (persistent: readers never block the writer), waiting for peers.
+
+    Switching the journal mode needs the file to itself, and SQLite answers "database is locked"
+    at once, without its busy handler, when another process opens the same new file at the same
+    moment: two runs started together on a fresh cache_dir then lost one of them. So the switch
+    is retried until the writer's own timeout; once the file is in WAL mode it is a no-op.
+    """
+    pause = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 @dataclass
