@@ -37,6 +37,7 @@ from omegaconf.errors import (
 )
 
 from charter.errors import InputError
+from charter.generators.model_files import check_model_name
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,13 @@ PLAIN_KEYS: dict[str, Expect] = {
 """Keys the commands read directly (or whose range no type hint states), by dotted path; each is
 checked only where the command's config has it."""
 
+_LOCAL_ENGINES = (
+    "charter.generators.transformers_engine.TransformersEngine",
+    "charter.generators.vllm_engine.VLLMEngine",
+)
+"""Engines whose ``model`` names files on this machine, so a missing one is refused up front
+(an OpenAI-compatible engine's ``model`` is whatever its server calls the model)."""
+
 STAGE_KEYS = ("principle_per", "ranking", "principle_aggregation")
 """Top-level keys handed to :func:`~charter.judges.stage.judge_candidates` as they are: checked
 against its parameter hints, so a choice added there (``principle_per=all``) is accepted here."""
@@ -168,6 +176,8 @@ def check_config(cfg: DictConfig, config_name: str | None = None) -> None:
     _check_prompt_fields(cfg)
     for path, node in _target_nodes(cfg, ""):
         _check_target(path, node)
+        if node.get("_target_") in _LOCAL_ENGINES and isinstance(node.get("model"), str):
+            check_model_name(node.model, field=f"{path}.model")
 
 
 @cache

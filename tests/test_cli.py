@@ -158,6 +158,22 @@ def test_unknown_model_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
     assert "no-such-model" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_judge_model_that_is_not_there_is_refused_before_any_generation(tmp_path: Path) -> None:
+    # the policy (SmolLM2) is fine; only the judge, used minutes later, names a missing file
+    run = tmp_path / "run"
+    result = charter(
+        "train",
+        "experiment=loop_signal",
+        f"judge.engine.model={tmp_path / 'missing.gguf'}",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "[judge.engine.model]" in line and "missing.gguf" in line and "\n" not in line
+    assert not (run / "data" / "candidates.jsonl").exists()
+
+
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--help"])
     out = capsys.readouterr().out

@@ -119,6 +119,23 @@ def test_cascade_tiers_are_judge_configs_with_their_own_engines() -> None:
     assert "engine" not in cfg.judge  # each tier loads its own, lazily
 
 
+def test_a_local_engine_naming_a_missing_model_is_refused_at_the_check(tmp_path) -> None:
+    from charter.errors import InputError
+
+    missing = tmp_path / "big.gguf"
+    tier = ["judge=cascade", f"judge.tiers.strong.engine.model={missing}"]
+    with pytest.raises(InputError) as caught:
+        check_config(compose_all("run", tier), "run")
+    assert caught.value.field == "judge.tiers.strong.engine.model"
+    assert str(missing) in caught.value.message
+    missing.write_bytes(b"GGUF")  # there now: whether it loads is the engine's business, later
+    check_config(compose_all("run", tier), "run")
+    # a server's model name is not a file here, and a local folder is taken as it is
+    served = ["engine@judge.engine=openai", "judge.engine.model=gpt-from-the-server"]
+    check_config(compose_all("run", served), "run")
+    check_config(compose_all("run", [f"generator.engine.model={tmp_path}"]), "run")
+
+
 def test_bundled_files_named_by_configs_exist() -> None:
     from charter.building import resolve_path
 

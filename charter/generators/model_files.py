@@ -62,6 +62,29 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
     if local.is_file() and local.suffix == ".gguf":
         key = f"{local.stem}-{weights_fingerprint(local.parent, only=local.name)[:12]}"
         return _converted(key, lambda: local, cache)
+    return _hub_snapshot(name)
+
+
+def check_model_name(name: str, field: str | None = None) -> None:
+    """Refuse now, before any work, a model that :func:`resolve_model` could not find.
+
+    Nothing is converted or loaded: a run whose judge names a missing file must say so before
+    it spends minutes generating, not after. An embedded name passes here; a missing package
+    is reported when the model is first used, as before.
+
+    Raises:
+        InputError: the same one line as :func:`resolve_model`, naming ``field``.
+    """
+    local = Path(name).expanduser()
+    if name in EMBEDDED_MODELS or local.is_dir() or (local.is_file() and local.suffix == ".gguf"):
+        return
+    try:
+        _hub_snapshot(name)
+    except InputError as exc:
+        raise InputError(exc.message, field=field) from None
+
+
+def _hub_snapshot(name: str) -> Path:
     try:
         import huggingface_hub
 
