@@ -233,7 +233,7 @@ def test_the_real_model_killed_mid_stage_resumes_to_identical_outputs(
 ) -> None:
     """The same through SmolLM2: its calls are cached as they return, so a resumed run is the
     undisturbed one, byte for byte."""
-    size = ["experiment=smoke", "prompts.limit=3", "generator.num_samples=2", "chunk_size=1"]
+    size = ["experiment=smoke", "prompts.limit=2", "generator.num_samples=2", "chunk_size=1"]
     base = ["run", *size, "report=false"]
     clean, run = tmp_path / "clean", tmp_path / "run"
     code, out = wait(
