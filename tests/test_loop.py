@@ -110,6 +110,23 @@ def test_loop_signal_reports_an_independent_evaluator(tiny_llama: Path, tmp_path
     assert vs["ci95"][0] <= vs["rate"] <= vs["ci95"][1] and 0.0 < vs["mean_p"] < 1.0
     assert figures["labels"]["comparisons"] == 4
     assert (tmp_path / "out" / "evaluator" / "head.json").is_file()  # method=head
+    # the report page leads with both referees' verdicts, intervals included
+    from charter.report.train_facts import gather_train
+
+    rows = gather_train(tmp_path / "out").verdicts
+    assert [r["referee"] for r in rows] == [
+        "the labelling judge, both orders",
+        independent["evaluator"],
+    ]
+    lo, hi = vs["ci95"]
+    assert rows[1]["95% interval"] == f"[{lo:.3f}, {hi:.3f}]"
+    assert rows[1]["referee's agreement with people"].startswith(
+        f"{independent['agreement_with_people']['rate']} ["
+    )
+    from charter.report import write_report
+
+    page = write_report(tmp_path / "out").read_text()
+    assert 'id="verdicts"' in page and f"[{lo:.3f}, {hi:.3f}]" in page
 
 
 def test_evaluator_heldout_larger_than_the_file_is_one_line(tmp_path: Path) -> None:

@@ -117,6 +117,8 @@ class TrainFacts:
     """The files the per-step plots were read from."""
     curves: list[dict[str, Any]] | None = None
     """PPO's ``curves.jsonl`` rows (reward, fresh judge, KL to start, guard), if written."""
+    verdicts: list[dict[str, Any]] | None = None
+    """A loop's trained-vs-base matches, one row per referee (see :func:`_verdicts`)."""
 
 
 def _scalars(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -124,9 +126,71 @@ def _scalars(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     for key, value in metrics.items():
         if isinstance(value, dict):
             out += _scalars(value, f"{prefix}{key}.")
+        elif _is_interval(value):
+            out.append((f"{prefix}{key}", _interval(value)))
         elif not isinstance(value, list):
             out.append((f"{prefix}{key}", value))
     return out
+
+
+def _is_interval(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) == 2 and all(_number(v) is not None for v in value)
+    )
+
+
+def _interval(value: list[float]) -> str:
+    return f"[{value[0]:.3f}, {value[1]:.3f}]"
+
+
+def _verdicts(loop: dict[str, Any]) -> list[dict[str, Any]]:
+    """The loop's answer, one row per referee of trained vs base: the labelling judge's match
+    (DPO, and PPO when it ran) and the independent evaluator's, each with its interval and, for
+    the evaluator, its own agreement with people, so the page says at a glance whether the two
+    referees agree and how far each can be trusted."""
+    rows: list[dict[str, Any]] = []
+    for policy, match in (
+        ("DPO", loop.get("dpo_vs_base")),
+        ("PPO", (loop.get("ppo") or {}).get("ppo_vs_base")),
+    ):
+        if isinstance(match, dict) and _is_interval(match.get("ci95")):
+            rows.append(
+                {
+                    "policy": policy,
+                    "referee": "the labelling judge, both orders",
+                    "prompts": match.get("prompts"),
+                    "win rate": match.get("win_rate"),
+                    "95% interval": _interval(match["ci95"]),
+                    "mean P(trained better)": match.get("mean_p_trained"),
+                    "referee's agreement with people": None,
+                }
+            )
+    independent = loop.get("independent")
+    if isinstance(independent, dict):
+        verdict, people = (
+            independent.get("dpo_vs_base") or {},
+            independent.get("agreement_with_people") or {},
+        )
+        if _is_interval(verdict.get("ci95")):
+            agreement = None
+            if _is_interval(people.get("ci95")):
+                agreement = (
+                    f"{people.get('rate')} {_interval(people['ci95'])} on {people.get('n')} "
+                    "held-out human pairs (longer response: "
+                    f"{independent.get('longer_response_baseline')})"
+                )
+            rows.append(
+                {
+                    "policy": "DPO",
+                    "referee": str(independent.get("evaluator", "independent evaluator")),
+                    "prompts": verdict.get("n"),
+                    "win rate": verdict.get("rate"),
+                    "95% interval": _interval(verdict["ci95"]),
+                    "mean P(trained better)": verdict.get("mean_p"),
+                    "referee's agreement with people": agreement,
+                }
+            )
+    return rows
 
 
 def _one_each(series: list[Series]) -> list[Chart]:
@@ -257,4 +321,5 @@ def gather_train(run_dir: Path) -> TrainFacts:
         not_recorded=not_recorded,
         sources=sources,
         curves=curves,
+        verdicts=_verdicts(loop) if loop else None,
     )
