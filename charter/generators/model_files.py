@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from charter.errors import InputError
 
@@ -54,15 +55,13 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         InputError: the name is none of the three, or its package is not installed.
     """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    if name in EMBEDDED_MODELS:
+    kind, where = _locate(name)
+    if kind == "embedded":
         return _converted(name, lambda: _packaged_file(*EMBEDDED_MODELS[name]), cache)
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local
-    if local.is_file() and local.suffix == ".gguf":
-        key = f"{local.stem}-{weights_fingerprint(local.parent, only=local.name)[:12]}"
-        return _converted(key, lambda: local, cache)
-    return _hub_snapshot(name)
+    if kind == "gguf":
+        key = f"{where.stem}-{weights_fingerprint(where.parent, only=where.name)[:12]}"
+        return _converted(key, lambda: where, cache)
+    return where  # a local folder or a hub snapshot, loaded as it is
 
 
 def check_model_name(name: str, field: str | None = None) -> None:
@@ -75,20 +74,27 @@ def check_model_name(name: str, field: str | None = None) -> None:
     Raises:
         InputError: the same one line as :func:`resolve_model`, naming ``field``.
     """
-    local = Path(name).expanduser()
-    if name in EMBEDDED_MODELS or local.is_dir() or (local.is_file() and local.suffix == ".gguf"):
-        return
     try:
-        _hub_snapshot(name)
+        _locate(name)
     except InputError as exc:
         raise InputError(exc.message, field=field) from None
 
 
-def _hub_snapshot(name: str) -> Path:
+def _locate(name: str) -> tuple[Literal["embedded", "folder", "gguf", "hub"], Path]:
+    """Which kind of name ``name`` is and where it lies, in the order :func:`resolve_model`
+    tries them, without converting anything: the one place that order is written, so the
+    config check and the engines can never disagree on what exists."""
+    if name in EMBEDDED_MODELS:
+        return "embedded", Path(name)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return "folder", local
+    if local.is_file() and local.suffix == ".gguf":
+        return "gguf", local
     try:
         import huggingface_hub
 
-        return Path(huggingface_hub.snapshot_download(name, local_files_only=True))
+        return "hub", Path(huggingface_hub.snapshot_download(name, local_files_only=True))
     except Exception:  # invalid id, missing snapshot, offline: all mean "not available here"
         embedded = ", ".join(sorted(EMBEDDED_MODELS))
         raise InputError(
