@@ -155,42 +155,64 @@ def _verdicts(loop: dict[str, Any]) -> list[dict[str, Any]]:
     ):
         if isinstance(match, dict) and _is_interval(match.get("ci95")):
             rows.append(
-                {
-                    "policy": policy,
-                    "referee": "the labelling judge, both orders",
-                    "prompts": match.get("prompts"),
-                    "win rate": match.get("win_rate"),
-                    "95% interval": _interval(match["ci95"]),
-                    "mean P(trained better)": match.get("mean_p_trained"),
-                    "referee's agreement with people": None,
-                }
+                _verdict(
+                    policy,
+                    "the labelling judge, both orders",
+                    match.get("prompts"),
+                    match.get("win_rate"),
+                    match["ci95"],
+                    match.get("mean_p_trained"),
+                )
             )
     independent = loop.get("independent")
-    if isinstance(independent, dict):
-        verdict, people = (
-            independent.get("dpo_vs_base") or {},
-            independent.get("agreement_with_people") or {},
-        )
-        if _is_interval(verdict.get("ci95")):
-            agreement = None
-            if _is_interval(people.get("ci95")):
-                agreement = (
-                    f"{people.get('rate')} {_interval(people['ci95'])} on {people.get('n')} "
-                    "held-out human pairs (longer response: "
-                    f"{independent.get('longer_response_baseline')})"
-                )
-            rows.append(
-                {
-                    "policy": "DPO",
-                    "referee": str(independent.get("evaluator", "independent evaluator")),
-                    "prompts": verdict.get("n"),
-                    "win rate": verdict.get("rate"),
-                    "95% interval": _interval(verdict["ci95"]),
-                    "mean P(trained better)": verdict.get("mean_p"),
-                    "referee's agreement with people": agreement,
-                }
+    verdict = independent.get("dpo_vs_base") if isinstance(independent, dict) else None
+    if (
+        isinstance(independent, dict)
+        and isinstance(verdict, dict)
+        and _is_interval(verdict.get("ci95"))
+    ):
+        people = independent.get("agreement_with_people") or {}
+        agreement = None
+        if _is_interval(people.get("ci95")):
+            agreement = (
+                f"{people.get('rate')} {_interval(people['ci95'])} on {people.get('n')} "
+                "held-out human pairs (longer response: "
+                f"{independent.get('longer_response_baseline')})"
             )
+        referee = str(independent.get("evaluator", "independent evaluator"))
+        rows.append(
+            _verdict(
+                "DPO",
+                referee,
+                verdict.get("n"),
+                verdict.get("rate"),
+                verdict["ci95"],
+                verdict.get("mean_p"),
+                agreement,
+            )
+        )
     return rows
+
+
+def _verdict(
+    policy: str,
+    referee: str,
+    n: Any,
+    rate: Any,
+    ci95: list[float],
+    mean_p: Any,
+    agreement: str | None = None,
+) -> dict[str, Any]:
+    """One row of :func:`_verdicts`; its keys are the page's column headings."""
+    return {
+        "policy": policy,
+        "referee": referee,
+        "prompts": n,
+        "win rate": rate,
+        "95% interval": _interval(ci95),
+        "mean P(trained better)": mean_p,
+        "referee's agreement with people": agreement,
+    }
 
 
 def _one_each(series: list[Series]) -> list[Chart]:
