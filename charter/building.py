@@ -169,8 +169,9 @@ def open_call_cache(cfg: DictConfig) -> CallCache | None:
         return None
     root = Path(cfg.cache_dir).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     path = root / CACHE_FILE
+    every = float(cfg.get("call_cache_commit_s", 1.0))
     try:
-        return CallCache(path)
+        return CallCache(path, commit_every_s=every)
     except sqlite3.DatabaseError as exc:
         if "not a database" not in str(exc) and "malformed" not in str(exc):
             raise
@@ -188,7 +189,7 @@ def open_call_cache(cfg: DictConfig) -> CallCache | None:
             markup=False,
             soft_wrap=True,
         )
-        return CallCache(path)
+        return CallCache(path, commit_every_s=every)
 
 
 class EngineCache:
@@ -240,6 +241,12 @@ class EngineCache:
                 engine = CachedEngine(engine, self.calls, known)
             self._engines[fingerprint] = engine
         return self._engines[fingerprint]
+
+    def commit(self) -> None:
+        """Commit the call cache's waiting results (a stage's end: see
+        :class:`~charter.call_cache.CallCache`)."""
+        if self.calls is not None:
+            self.calls.flush()
 
 
 def call_stats(engine: Any) -> CallStats | None:

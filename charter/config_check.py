@@ -88,6 +88,7 @@ PLAIN_KEYS: dict[str, Expect] = {
     "run_dir": Expect(str, nullable=True),
     "cache_dir": Expect(str, nullable=True),
     "call_cache": Expect(bool),
+    "call_cache_commit_s": Expect(float, minimum=0),
     "limit": Expect(int, minimum=1, nullable=True),
     "principle": Expect(str, nullable=True),
     "injection_pairs": Expect(int, minimum=0),

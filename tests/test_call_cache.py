@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.synchronize
+import pickle
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from charter import call_cache
 from charter.call_cache import CachedEngine, CallCache, _switch_to_wal
 from charter.generators.engine import SamplingSettings
 from charter.generators.fake_engine import FakeEngine
@@ -122,6 +124,7 @@ def test_choices_are_part_of_the_key(tmp_path):
 def test_results_outlive_the_process_that_stored_them(tmp_path):
     engine, _ = cached(tmp_path)
     expected = engine.choice_logprobs(CHATS, ["A", "B"])
+    engine.cache.close()  # the run ends
     fresh, inner = cached(tmp_path)  # a new CallCache on the same file, like a new run
     assert fresh.choice_logprobs(CHATS, ["A", "B"]) == expected
     assert inner.batches == [] and fresh.stats.hits == 3
@@ -263,7 +266,7 @@ def test_fast_keys_are_the_canonical_json_keys_byte_for_byte():
 def test_a_kept_handle_survives_a_failed_write_and_a_fork(tmp_path):
     """The connection is kept between operations: a failed write leaves it usable, and a forked
     child opens its own handle rather than using the parent's (which SQLite forbids)."""
-    cache = CallCache(tmp_path / "calls.sqlite")
+    cache = CallCache(tmp_path / "calls.sqlite", commit_every_s=0)
     cache.put_many([("k1", 1)], kind="generate", model="m")
     with pytest.raises(TypeError):
         cache.put_many([("k2", object())], kind="generate", model="m")
@@ -279,3 +282,54 @@ def test_a_kept_handle_survives_a_failed_write_and_a_fork(tmp_path):
 def _read_in_child(cache: CallCache) -> dict:
     cache.put_many([("k5", 5)], kind="generate", model="m")
     return cache.get_many(["k1", "k3"])
+
+
+def test_finished_calls_wait_at_most_commit_every_s_and_are_seen_at_once_here(
+    tmp_path, monkeypatch
+):
+    """Commits are grouped: a stored value is answered here at once, reaches the file (what
+    other processes see) when the last commit is ``commit_every_s`` old, at flush, at close,
+    or when the cache is let go; a failed commit keeps the values for the next one."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    path = tmp_path / "calls.sqlite"
+
+    def in_file() -> int:
+        with sqlite3.connect(path) as other:
+            return other.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    cache = CallCache(path, commit_every_s=1.0)
+    cache.put_many([("k1", 1)], kind="generate", model="m")
+    clock[0] += 0.5
+    cache.put_many([("k2", 2), ("k1", 99)], kind="generate", model="m")  # first one wins
+    assert cache.get_many(["k1", "k2", "k3"]) == {"k1": 1, "k2": 2} and in_file() == 0
+    clock[0] += 0.5  # the last commit (the cache's opening) is now 1 s old
+    cache.put_many([("k3", 3)], kind="generate", model="m")
+    assert in_file() == 3
+    cache.put_many([("k4", 4)], kind="generate", model="m")
+    assert in_file() == 3
+    cache.flush()
+    assert in_file() == 4
+    cache.put_many([("k5", 5)], kind="generate", model="m")
+    with monkeypatch.context() as m:
+        m.setattr(call_cache, "_insert", _disk_full)
+        with pytest.raises(sqlite3.OperationalError):
+            cache.flush()
+    assert cache.get_many(["k5"]) == {"k5": 5}  # still waiting, still answered
+    cache.put_many([("k6", 6)], kind="generate", model="m")
+    del cache  # let go without a flush: its finalizer commits what waits
+    assert in_file() == 6
+    assert CallCache(path).get_many(["k5", "k6", "k1"]) == {"k5": 5, "k6": 6, "k1": 1}
+
+
+def _disk_full(*_args, **_kwargs):
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_cache_with_commit_every_s_zero_commits_every_call(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path, commit_every_s=0)
+    cache.put_many([("k1", 1)], kind="generate", model="m")
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT key FROM calls").fetchall() == [("k1",)]
+    assert pickle.loads(pickle.dumps(cache)).commit_every_s == 0

@@ -232,7 +232,8 @@ def test_call_cache_off_calls_the_model_every_time(tmp_path, model_calls):
 
 def test_run_killed_at_several_points_resumes_to_identical_outputs(tmp_path, baseline):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    args = charter_args(run, cache)
+    # every call committed as it returns, so what each kill leaves in the cache is known
+    args = charter_args(run, cache, "call_cache_commit_s=0")
     # during generate, after its second call returned but before it was stored
     assert finish(driven(args, tmp_path, "generate:2")) == -9
     assert not (run / "candidates.jsonl").exists()
@@ -266,7 +267,8 @@ def test_run_killed_at_several_points_resumes_to_identical_outputs(tmp_path, bas
 
 
 def test_killed_run_rerun_by_the_same_command_in_a_new_directory(tmp_path, baseline):
-    args = charter_args(None, tmp_path / "cache")  # outputs/smoke/<time>, as a user would
+    # outputs/smoke/<time>, as a user would; every call committed as it returns
+    args = charter_args(None, tmp_path / "cache", "call_cache_commit_s=0")
     assert finish(driven(args, tmp_path, "choice_logprobs:2")) == -9
     time.sleep(1.1)  # a new second, so a new run directory
     assert finish(driven(args, tmp_path)) == 0
@@ -276,6 +278,21 @@ def test_killed_run_rerun_by_the_same_command_in_a_new_directory(tmp_path, basel
     rerun = summary(runs[0])
     assert rerun["generate"]["cache"] == {"hits": 6, "misses": 0}
     assert rerun["judge"]["cache"] == {"hits": 12, "misses": 60}  # one chunk (a prompt) was kept
+
+
+def test_a_run_killed_with_calls_waiting_to_be_committed_resumes_to_identical_outputs(
+    tmp_path, baseline
+):
+    """The default groups commits a second apart: a kill loses the calls still waiting, which
+    the resumed run makes again, to the same bytes."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = charter_args(run, cache, "call_cache_commit_s=30")  # nothing commits before the kill
+    assert finish(driven(args, tmp_path, "choice_logprobs:4")) == -9
+    # the generate stage's 6 calls were committed at its end; none of the judge's had been
+    assert CallCache(cache / CACHE_FILE).summary().entries == 6
+    assert finish(driven(["run", f"run_dir={run}"], tmp_path)) == 0
+    assert_same_outputs(run, baseline)
+    assert summary(run)["judge"]["cache"] == {"hits": 0, "misses": 72}
 
 
 def test_two_runs_sharing_a_cache_at_once_both_finish_and_agree(tmp_path, baseline):

@@ -72,6 +72,7 @@ def run_revise(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = Non
         chains, too_long = revise_prompts(
             prompts, engine, sampling, constitution, settings, seed=cfg.seed, on_progress=advance
         )
+    engines.commit()  # the chains' calls are durable before the judge's check starts
     revise_seconds = time.perf_counter() - start
     revise_cache = cache_counts(before, call_stats(engine))
     report = settings.degenerate.check(chains)

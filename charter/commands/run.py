@@ -154,6 +154,7 @@ def run_generate(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = N
             counts["tokens"] += sum(c.num_tokens for cs in sets for c in cs.candidates)
             if streaming:
                 advance(len(sets) + len(skipped))
+    engines.commit()  # the stage's calls are durable before it is marked done (and timed)
     seconds = time.perf_counter() - start
     cache = (
         dict(ray_cache)
@@ -297,6 +298,7 @@ def run_judge(cfg: DictConfig, run_dir: Path, engines: EngineCache | None = None
             tally.add(judgments)
             identical.extend(same)
             too_long.extend(skipped)
+    engines.commit()  # the stage's calls are durable before it is marked done (and timed)
     seconds = time.perf_counter() - start
     counts = (
         dict(ray_cache)

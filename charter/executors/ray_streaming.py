@@ -364,7 +364,14 @@ def _cache_on_driver_node(ray: Any, cfg: DictConfig) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ray.remote(CallCache).options(num_cpus=0, scheduling_strategy=here).remote(calls.path)
+    return (
+        ray.remote(CallCache)
+        .options(num_cpus=0, scheduling_strategy=here)
+        .remote(
+            calls.path,
+            commit_every_s=0.0,  # Ray may end the actor without running its finalizers
+        )
+    )
 
 
 def _dataset(

@@ -201,7 +201,7 @@ def test_a_cache_locked_for_a_while_is_waited_for(tmp_path: Path, baseline: Path
 def test_a_cache_locked_too_long_is_one_line(tmp_path: Path) -> None:
     from charter.run_faults import survived
 
-    cache = CallCache(tmp_path / CACHE_FILE, timeout_s=0.2)
+    cache = CallCache(tmp_path / CACHE_FILE, timeout_s=0.2, commit_every_s=0)
     con = sqlite3.connect(tmp_path / CACHE_FILE, isolation_level=None)
     con.execute("BEGIN IMMEDIATE")
     try:
