@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charter.judges.debias import combine_orders, sigmoid
-from charter.judges.ranking import bradley_terry, win_rates
+from charter.judges.ranking import bradley_terry, bradley_terry_many, win_rates
 
 
 def test_constant_position_bias_cancels_in_log_odds() -> None:
@@ -59,3 +61,21 @@ def test_bradley_terry_stays_finite_when_one_candidate_wins_everything() -> None
 def test_unjudged_candidate_gets_neutral_scores() -> None:
     wr = win_rates(["a", "b", "c"], [("a", "b", 0.7)])
     assert wr["c"] == 0.5
+
+
+@st.composite
+def _problem(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, str, float]]]:
+    """K candidates (0-9) and any judged subset of their pairs, some twice, soft or hard."""
+    k = draw(st.integers(0, 9))
+    ids = [f"p/{i}" for i in range(k)]
+    pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    judged = draw(st.lists(st.sampled_from(pairs), max_size=40)) if pairs else []
+    p = st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0, 1))
+    return ids, [(a, b, draw(p)) for a, b in judged]
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems=st.lists(_problem(), max_size=12))
+def test_the_batched_fit_gives_each_prompt_its_own_fit_to_the_bit(problems) -> None:
+    """rank() fits a window's prompts together; each must get exactly what it alone gets."""
+    assert bradley_terry_many(problems) == [bradley_terry(ids, o) for ids, o in problems]

@@ -11,6 +11,8 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def win_rates(
     candidates: Sequence[str], outcomes: Sequence[tuple[str, str, float]]
@@ -53,19 +55,7 @@ def bradley_terry(
     # Lists indexed by position, not dicts keyed by id pairs: 3x faster, with every float
     # operation in the same order as the dict version, so the same strengths to the last bit.
     n = len(ids)
-    at = {c: k for k, c in enumerate(ids)}
-    wins = [0.0] * n
-    games = [[0.0] * n for _ in range(n)]
-    for a, b, p_a in outcomes:
-        wins[at[a]] += p_a
-        wins[at[b]] += 1.0 - p_a
-        games[at[a]][at[b]] += 1.0
-        games[at[b]][at[a]] += 1.0
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                games[i][j] += prior
-                wins[i] += prior / 2
+    wins, games = _tallies(ids, outcomes, prior)
     others = [[(j, games[i][j]) for j in range(n) if j != i] for i in range(n)]
     strength = [1.0] * n
     for _ in range(iterations):
@@ -81,3 +71,86 @@ def bradley_terry(
         if moved < tol:
             break
     return {c: math.log(strength[k]) for k, c in enumerate(ids)}
+
+
+def _tallies(
+    ids: Sequence[str], outcomes: Sequence[tuple[str, str, float]], prior: float
+) -> tuple[list[float], list[list[float]]]:
+    """Soft wins per candidate and games per pair, the prior's pseudo-games included."""
+    n = len(ids)
+    at = {c: k for k, c in enumerate(ids)}
+    wins = [0.0] * n
+    games = [[0.0] * n for _ in range(n)]
+    for a, b, p_a in outcomes:
+        wins[at[a]] += p_a
+        wins[at[b]] += 1.0 - p_a
+        games[at[a]][at[b]] += 1.0
+        games[at[b]][at[a]] += 1.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                games[i][j] += prior
+                wins[i] += prior / 2
+    return wins, games
+
+
+def bradley_terry_many(
+    problems: Sequence[tuple[Sequence[str], Sequence[tuple[str, str, float]]]],
+    *,
+    prior: float = 0.1,
+    iterations: int = 200,
+    tol: float = 1e-9,
+) -> list[dict[str, float]]:
+    """:func:`bradley_terry` of many prompts' ``(candidates, outcomes)`` at once, to the bit.
+
+    The ranking of a window of prompts was a fifth of the judge stage's time on a fast engine:
+    ~30 MM steps per prompt, each a few dozen Python float operations. Here the prompts with the
+    same number of candidates step together as numpy arrays, each stopping at its own step.
+    Every operation is the one :func:`bradley_terry` does, in its order: sums are added up term
+    by term (a candidate's zero term against itself adds exactly nothing), and the logarithms
+    and exponentials stay ``math``'s, since numpy's may differ in the last bit.
+    """
+    out: list[dict[str, float]] = [{} for _ in problems]
+    by_size: dict[int, list[int]] = {}
+    for index, (ids, _) in enumerate(problems):
+        if ids:
+            by_size.setdefault(len(ids), []).append(index)
+    for n, members in by_size.items():
+        wins = np.empty((len(members), n))
+        games = np.empty((len(members), n, n))
+        for row, index in enumerate(members):
+            ids, outcomes = problems[index]
+            wins[row], games[row] = _tallies(list(ids), outcomes, prior)
+        strength = _fit(wins, games, iterations, tol)
+        for row, index in enumerate(members):
+            ids = problems[index][0]
+            out[index] = {c: math.log(v) for c, v in zip(ids, strength[row].tolist(), strict=True)}
+    return out
+
+
+def _fit(wins: np.ndarray, games: np.ndarray, iterations: int, tol: float) -> np.ndarray:
+    """The MM steps of :func:`bradley_terry` for rows of prompts of ``n`` candidates each."""
+    rows, n = wins.shape
+    strength = np.ones((rows, n))
+    active = np.arange(rows)
+    log, exp = math.log, math.exp
+    for _ in range(iterations):
+        s, g, w = strength[active], games[active], wins[active]
+        terms = g / (s[:, :, None] + s[:, None, :])  # [r, i, j]: g_ij / (s_i + s_j); 0 at i=j
+        denom = np.zeros_like(s)
+        for j in range(n):
+            denom += terms[:, :, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = np.where(denom > 0, w / denom, s)
+        logs = np.array([log(v) for v in new.ravel().tolist()]).reshape(new.shape)
+        total = np.zeros(len(active))
+        for k in range(n):
+            total += logs[:, k]
+        scale = np.array([exp(v) for v in (total / n).tolist()])
+        new = new / scale[:, None]
+        moved = (np.abs(new - s) / s).max(axis=1)
+        strength[active] = new
+        active = active[~(moved < tol)]
+        if not len(active):
+            break
+    return strength

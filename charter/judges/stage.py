@@ -50,7 +50,7 @@ from charter.judges.principles import (
     draw_principle,
 )
 from charter.judges.protocol import Comparison, Judge
-from charter.judges.ranking import bradley_terry, win_rates
+from charter.judges.ranking import bradley_terry_many, win_rates
 from charter.judges.tournament import knockout_steps, merge_sort_steps
 from charter.records import Candidate, CandidateSet, Judgment, Reject
 
@@ -182,12 +182,12 @@ def rank(
     by_prompt: dict[str, list[tuple[str, str, float]]] = {}
     for j in judgments:
         by_prompt.setdefault(j.prompt_id, []).append((j.candidate_a, j.candidate_b, j.p_a))
+    problems = [
+        ([c.candidate_id for c in cs.candidates], by_prompt.get(cs.prompt_id, [])) for cs in sets
+    ]
     rankings = []
-    for cs in sets:
-        ids = [c.candidate_id for c in cs.candidates]
-        outcomes = by_prompt.get(cs.prompt_id, [])
+    for cs, (ids, outcomes), bt in zip(sets, problems, bradley_terry_many(problems), strict=True):
         wr = win_rates(ids, outcomes)
-        bt = bradley_terry(ids, outcomes)
         order = (orders or {}).get(cs.prompt_id) or sorted(ids, key=lambda c: (-bt[c], -wr[c], c))
         rankings.append(Ranking(prompt_id=cs.prompt_id, order=order, win_rate=wr, bradley_terry=bt))
     return rankings
