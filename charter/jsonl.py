@@ -20,6 +20,10 @@ from typing import IO, Any
 from charter.errors import InputError
 from charter.records import Reject
 
+json_line = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(row, ensure_ascii=False)``, every row's encoding in every stage file, with one
+encoder kept instead of one built per row (json.dumps does that for any non-default option)."""
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files, we want the usual mode
 
@@ -183,7 +187,7 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     with _atomic_file(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json_line(row) + "\n")
             count += 1
     return count
 

@@ -9,7 +9,6 @@ never half of either.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from charter.errors import InputError
-from charter.jsonl import _atomic_file, read_jsonl, write_jsonl_atomic
+from charter.jsonl import _atomic_file, json_line, read_jsonl, write_jsonl_atomic
 from charter.judges.stage import Ranking
 from charter.records import CandidateSet, Judgment, Reject, from_row, to_row
 from charter.schema_check import check_rows
@@ -58,7 +57,7 @@ class Appender:
             check_rows(
                 _SCHEMAS[name], rows, file=str(self.run_dir / name), first_line=self.rows[name] + 1
             )
-        self.handles[name].write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self.handles[name].write("".join([json_line(r) + "\n" for r in rows]))
         self.rows[name] += len(rows)
 
 

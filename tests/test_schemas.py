@@ -226,3 +226,27 @@ def test_the_compiled_check_agrees_with_the_full_validator(name: str) -> None:
     assert len(variants) > 30
     for row in variants:
         assert fast(row) == (not field_errors(name, row)), row
+
+
+class _Tag(str):
+    """A str subclass, as an enum-like value might be."""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"a": {"A": -0.5, "B": [1, 2.5, None, True]}, "t": ("x", ["y"]), 3: "int key"},
+        {"s": _Tag("v"), _Tag("k"): [{"n": {"m": []}}]},
+    ],
+)
+def test_to_row_is_asdict_without_its_copies(raw) -> None:
+    """to_row's fast path gives what dataclasses.asdict gives (fresh containers included)."""
+    from dataclasses import asdict, replace
+
+    for record in [*RECORDS.values(), replace(RECORDS["judgments"], raw=raw)]:
+        row = to_row(record)
+        assert row == asdict(record) and json.dumps(row) == json.dumps(asdict(record))
+        assert type(row) is dict
+    row = to_row(replace(RECORDS["judgments"], raw=raw))
+    assert row["raw"] == raw and row["raw"] is not raw
