@@ -253,7 +253,13 @@ def test_fast_keys_are_the_canonical_json_keys_byte_for_byte():
     filled before the speed-up are still hit (unicode, quotes and nesting included)."""
     from charter.call_cache import _slow_call_key, call_key
 
-    chats = [user('héllo "quoted" \\ 你好'), [{"role": "system", "content": ""}, *user("x")]]
+    every_code_point = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    chats = [
+        user('héllo "quoted" \\ 你好'),
+        [{"role": "system", "content": ""}, *user("x")],
+        user(every_code_point),  # msgspec writes each as json does
+        [{"role": "user", "content": "x", "weight": 0.5, "n": 1e-05}],  # not only strings
+    ]
     settings = [{"choices": ["A", "B"]}, {"sampling": {"seed": 3, "temperature": 0.7}, "n": 2}]
     for chat in chats:
         for s in settings:
