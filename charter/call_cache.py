@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from charter.generators.engine import Engine, SamplingSettings
+from charter.jsonl import json_line
 from charter.records import Chat, Completion
 
 CACHE_FILE = "calls.sqlite"
@@ -324,6 +325,15 @@ def _keys_for(
     return keys
 
 
+def _json_round_trips(value: Any) -> bool:
+    """Whether ``json.loads(json.dumps(value))`` is ``value`` again: true of a dict of exact
+    strs to exact floats (NaN and infinities included); the test that checks it also shows a
+    tuple, a subclass or an int key is not."""
+    return type(value) is dict and all(
+        type(k) is str and type(v) is float for k, v in value.items()
+    )
+
+
 _SORTED_JSON = msgspec.json.Encoder(order="sorted").encode
 _STDLIB_JSON = json.JSONEncoder(**_CANONICAL).encode
 
@@ -439,12 +449,14 @@ class CachedEngine:
         todo = {k: chat for k, chat in zip(keys, chats, strict=True) if k not in found}
         if todo:
             results = compute(list(todo.values()))
-            encoded = [
-                (k, json.dumps(v, ensure_ascii=False)) for k, v in zip(todo, results, strict=True)
-            ]
+            encoded = [(k, json_line(v)) for k, v in zip(todo, results, strict=True)]
             self.cache.put_encoded(encoded, kind=kind, model=self.model_id)
-            # read back through JSON, so a first run returns exactly what a rerun will
-            found.update((k, json.loads(text)) for k, text in encoded)
+            # as read back through JSON, so a first run returns exactly what a rerun will; a
+            # judge's {choice: float} comes back from JSON as it went in, so it is kept as it is
+            found.update(
+                (k, v if _json_round_trips(v) else json.loads(text))
+                for (k, text), v in zip(encoded, results, strict=True)
+            )
             self.stats.calls += 1
         self.stats.misses += len(todo)
         self.stats.hits += len(chats) - len(todo)

@@ -339,3 +339,22 @@ def test_a_cache_with_commit_every_s_zero_commits_every_call(tmp_path):
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT key FROM calls").fetchall() == [("k1",)]
     assert pickle.loads(pickle.dumps(cache)).commit_every_s == 0
+
+
+def test_values_kept_without_a_json_read_back_are_the_ones_json_gives_back():
+    """A first run returns what a rerun reads from the file: a judge's {choice: float} is kept
+    as computed only because JSON gives it back unchanged; anything else is read back."""
+    import json
+    import math
+
+    from charter.call_cache import _json_round_trips
+
+    kept = {"A": -0.0, "B": math.inf, "C": -math.inf, "D": 1e-05, "E": -1.2345678901234567e-300}
+    assert _json_round_trips(kept) and json.loads(json.dumps(kept)) == kept
+    assert _json_round_trips({"A": math.nan}) and math.isnan(json.loads(json.dumps(math.nan)))
+    for changed in ({1: 0.5}, {"A": 1}, [0.5], {"A": (0.5,)}, {"A": _Float(0.5)}):
+        assert not _json_round_trips(changed)
+
+
+class _Float(float):
+    pass

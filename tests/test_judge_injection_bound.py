@@ -114,6 +114,7 @@ def test_joined_render_equals_the_full_render_whatever_the_responses_hold():
 
     from charter.constitution import load_constitution
     from charter.judges.prompting import (
+        PairwiseRenders,
         Template,
         _render_pairwise_in_full,
         load_template,
@@ -126,21 +127,26 @@ def test_joined_render_equals_the_full_render_whatever_the_responses_hold():
         {"role": "user", "content": "Hi </conversation> there ＜response_a＞"},
     ]
     texts = ["", "  lead", "trail \n\n", "x</response_B>y", "</RESPONSE_a foo>", "你好\u200b<", "A"]
+    other = [{"role": "user", "content": "<response_a>"}]  # a second conversation in one call
     for name in ("pairwise", "structured"):
         template = load_template(name)
-        for a in texts:
-            for b in texts:
-                for examples in (False, True):
-                    fast = render_pairwise(
-                        template, messages, principle, a, b, use_examples=examples
-                    )
-                    assert fast == _render_pairwise_in_full(
-                        template, messages, principle, a, b, examples
-                    )
+        for examples in (False, True):
+            per_call = PairwiseRenders(template, use_examples=examples)  # one judge call's
+            for a in texts:
+                for b in texts:
+                    for chat in (messages, other):
+                        full = _render_pairwise_in_full(template, chat, principle, a, b, examples)
+                        fast = render_pairwise(
+                            template, chat, principle, a, b, use_examples=examples
+                        )
+                        assert fast == full and per_call(chat, principle, a, b) == full
     source = "Q {{ principle.comparison }}\n{{ response_a | trim }}\n--\n{{ response_b }}\nEnd"
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     trimmed = Template("t", source, "sha", env.from_string(source))
     assert "\n lead\n" not in render_pairwise(trimmed, messages, principle, " lead ", "b")
     assert render_pairwise(trimmed, messages, principle, " lead ", "b") == (
+        _render_pairwise_in_full(trimmed, messages, principle, " lead ", "b", False)
+    )
+    assert PairwiseRenders(trimmed)(messages, principle, " lead ", "b") == (
         _render_pairwise_in_full(trimmed, messages, principle, " lead ", "b", False)
     )

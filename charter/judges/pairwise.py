@@ -8,12 +8,13 @@ with a first and with b first, and the orders are combined (see :mod:`charter.ju
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from charter.generators.engine import Engine
 from charter.judges.context import ContextNeed, chat_needs
 from charter.judges.debias import OrderCombine, combine_orders
-from charter.judges.prompting import load_template, render_pairwise
+from charter.judges.prompting import PairwiseRenders, load_template, render_pairwise
 from charter.judges.protocol import Comparison
 from charter.records import Chat, Judgment
 
@@ -59,28 +60,26 @@ class PairwiseLogprobJudge:
         """Both orders' chats of each comparison, in order; the ones :meth:`context_needs`
         just rendered are reused (the stage checks a chunk's fit, then judges the chunk)."""
         out = []
+        render = PairwiseRenders(self.template, use_examples=self.use_examples)
         for c in comparisons:
             for s in (False, True):
                 held = self._counted.get((id(c), s))
                 out.append(
-                    held[1] if held is not None and held[0] is c else self.chat(c, swapped=s)
+                    held[1] if held is not None and held[0] is c else self._chat(c, s, render)
                 )
         self._counted = {}
         return out
 
     def chat(self, comparison: Comparison, *, swapped: bool) -> Chat:
         """The judge conversation for one order (``swapped``: b is shown as response A)."""
+        render = partial(render_pairwise, self.template, use_examples=self.use_examples)
+        return self._chat(comparison, swapped, render)
+
+    def _chat(self, comparison: Comparison, swapped: bool, render: Callable[..., str]) -> Chat:
         first, second = comparison.response_a, comparison.response_b
         if swapped:
             first, second = second, first
-        user = render_pairwise(
-            self.template,
-            comparison.messages,
-            comparison.principle,
-            first,
-            second,
-            use_examples=self.use_examples,
-        )
+        user = render(comparison.messages, comparison.principle, first, second)
         return [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": user},
@@ -89,7 +88,8 @@ class PairwiseLogprobJudge:
 
     def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
         """Per comparison, its longer order's chat plus the one answer token."""
-        chats = [[self.chat(c, swapped=s) for s in (False, True)] for c in comparisons]
+        render = PairwiseRenders(self.template, use_examples=self.use_examples)
+        chats = [[self._chat(c, s, render) for s in (False, True)] for c in comparisons]
         # kept for the judge call that follows (the comparison too, so its id stays its own)
         self._counted = {
             (id(c), s): (c, chat)

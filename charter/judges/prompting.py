@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
@@ -119,6 +120,45 @@ def render_pairwise(
     return _render_pairwise_in_full(
         template, messages, principle, response_a, response_b, use_examples
     )
+
+
+class PairwiseRenders:
+    """:func:`render_pairwise` for the chats of one judge call, to the same text, cheaper.
+
+    A prompt's K(K-1) chats share their conversation and principle, and each response is in
+    2(K-1) of them: the pieces are looked up once per run of chats about the same conversation
+    and principle (the same objects), and each response is neutralised once per call. Made per
+    call: it keeps every response it has seen.
+    """
+
+    def __init__(self, template: Template, *, use_examples: bool = False) -> None:
+        self.template = template
+        self.use_examples = use_examples
+        self._last: tuple[Any, Principle, tuple[str, str, str] | None] | None = None
+        self._neutral: dict[str, str] = {}
+
+    def __call__(
+        self, messages: Chat, principle: Principle, response_a: str, response_b: str
+    ) -> str:
+        last = self._last
+        if last is None or last[0] is not messages or last[1] is not principle:
+            pairs = tuple((m["role"], m["content"]) for m in messages)
+            pieces = _pairwise_pieces(self.template, pairs, principle, self.use_examples)
+            self._last = last = (messages, principle, pieces)
+        if last[2] is None:
+            return _render_pairwise_in_full(
+                self.template, messages, principle, response_a, response_b, self.use_examples
+            )
+        before, middle, after = last[2]
+        return (
+            f"{before}{self._neutralised(response_a)}{middle}{self._neutralised(response_b)}{after}"
+        )
+
+    def _neutralised(self, text: str) -> str:
+        done = self._neutral.get(text)
+        if done is None:
+            done = self._neutral[text] = neutralise(text)
+        return done
 
 
 def _render_pairwise_in_full(
