@@ -250,7 +250,7 @@ class CallCache:
 
 def _insert(db: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
     db.execute("BEGIN IMMEDIATE")  # take the write lock up front: waits, never deadlocks
-    db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?)", rows)
+    db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?)", sorted(rows))
     db.execute("COMMIT")
 
 
