@@ -46,6 +46,11 @@ class Recorder(FakeEngine):
         self.calls.append(("choice_logprobs", list(chats), list(choices)))
         return super().choice_logprobs(chats, choices)
 
+    def count_tokens(self, chats):
+        # the judge's context check asks the engine (a tokenizer, for a real one) too
+        self.calls.append(("count_tokens", list(chats), None))
+        return super().count_tokens(chats)
+
 
 def record_calls(prompts_path: Path, samples: int, chunk: int) -> list:
     """The engine calls of a default run (harmless constitution, all pairs), in order."""
@@ -58,15 +63,21 @@ def record_calls(prompts_path: Path, samples: int, chunk: int) -> list:
     return engine.calls
 
 
-def floor_seconds(calls: list) -> float:
+def floor_seconds(calls: list) -> dict[str, float]:
+    """Seconds the bare fake engine takes for the recorded calls: generating, and judging (its
+    choice scores and the token counts of the context check)."""
     bare = FakeEngine()
-    start = time.perf_counter()
+    spent = {"generate": 0.0, "judge": 0.0}
     for kind, chats, extra in calls:
+        start = time.perf_counter()
         if kind == "generate":
             bare.generate(chats, *extra)
-        else:
+        elif kind == "choice_logprobs":
             bare.choice_logprobs(chats, extra)
-    return time.perf_counter() - start
+        else:
+            bare.count_tokens(chats)
+        spent["generate" if kind == "generate" else "judge"] += time.perf_counter() - start
+    return spent
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,27 +95,39 @@ def main(argv: list[str] | None = None) -> None:
         judge_s: dict[str, list[float]] = {v: [] for v in versions}
         total_s: dict[str, list[float]] = {v: [] for v in versions}
         floor: list[float] = []
+        judge_floor_s: list[float] = []
         comparisons = 0
         for rep in range(args.repeats):
-            floor.append(floor_seconds(calls))
+            spent = floor_seconds(calls)
+            floor.append(spent["generate"] + spent["judge"])
+            judge_floor_s.append(spent["judge"])
             for version, code in versions.items():
                 run = fake_run(prompts, work, f"{version}-{rep}", code=code, samples=args.samples)
                 comparisons = run.summary["judge"]["comparisons"]
                 judge_s[version].append(run.summary["judge"]["seconds"])
                 total_s[version].append(run.summary["run"]["seconds"])
-        judge_floor = statistics.median(floor)
+        all_floor, judge_floor = statistics.median(floor), statistics.median(judge_floor_s)
         print(
             f"{args.prompts} prompts x K={args.samples} (fake engine, call cache on): "
             f"{comparisons} comparisons, each in both orders; medians of {args.repeats}"
         )
-        print(f"floor (the same engine calls, bare): {judge_floor:.1f} s for generate + judge")
-        print("version | judge stage s | comparisons/s | whole run s | comparisons/s of the run")
-        print("        | / floor (generate + judge engine calls)")
+        print(
+            f"floor (the same engine calls, bare): {all_floor:.1f} s for generate + judge, "
+            f"{judge_floor:.1f} s of it judging (choice scores and token counts)"
+        )
+        print(
+            "version | judge stage s | comparisons/s | charter's own us per comparison "
+            "(judge stage - its floor) | whole run s | run / floor"
+        )
         for version in versions:
             j, t = statistics.median(judge_s[version]), statistics.median(total_s[version])
+            own = statistics.median(
+                (a - b) / comparisons * 1e6
+                for a, b in zip(judge_s[version], judge_floor_s, strict=True)
+            )
             print(
-                f"{version} | {j:.1f} | {comparisons / j:,.0f} | {t:.1f} | {comparisons / t:,.0f}"
-                f" | run / floor = {t / judge_floor:.1f}x"
+                f"{version} | {j:.1f} | {comparisons / j:,.0f} | {own:.0f} | {t:.1f}"
+                f" | {t / all_floor:.1f}x"
             )
         if args.before:
             now = statistics.median(total_s["now"])
