@@ -9,13 +9,14 @@ from charter.generators import fake_engine
 from charter.generators.fake_engine import FakeEngine, hash_score
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-chats = st.lists(
+messages = st.one_of(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["system", "user", "assistant"]), "content": texts}
     ),
-    min_size=1,
-    max_size=3,
+    # a key of its own, a value that is not a string: the general encoder's path
+    st.dictionaries(texts, st.one_of(texts, st.integers(), st.floats(allow_nan=False)), max_size=3),
 )
+chats = st.lists(messages, max_size=3)
 
 
 @settings(max_examples=200, deadline=None)

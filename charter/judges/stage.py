@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from charter.constitution import Constitution
+from charter.constitution import Constitution, Principle
 from charter.errors import InputError
 from charter.judges.context import needs_of
 from charter.judges.principles import (
@@ -105,14 +105,19 @@ def comparison_of(
     constitution: Constitution,
     seed: int,
     principle_per: PrincipleDraw,
+    prompts_principle: Principle | None = None,
 ) -> Comparison:
     """Candidate ``a`` vs ``b`` of one prompt, under the principle drawn for it (under ``all``,
-    the first principle: :func:`under_every_principle` makes the comparison's copies)."""
+    the first principle: :func:`under_every_principle` makes the comparison's copies).
+    ``prompts_principle``: the prompt's draw under ``prompt``, if the caller made it already
+    (it is the same for all of a prompt's pairs)."""
     if principle_per == "all":
         principle = constitution.principles[0]
+    elif principle_per == "prompt":
+        principle = prompts_principle or draw_principle(constitution, seed, cs.prompt_id)
     else:
-        key = (a.candidate_id, b.candidate_id) if principle_per == "comparison" else ()
-        principle = draw_principle(constitution, seed, cs.prompt_id, *sorted(key))
+        key = sorted((a.candidate_id, b.candidate_id))
+        principle = draw_principle(constitution, seed, cs.prompt_id, *key)
     return Comparison(
         prompt_id=cs.prompt_id,
         messages=cs.messages,
@@ -156,6 +161,9 @@ def build_comparisons(
     comparisons: list[Comparison] = []
     rejects: list[Reject] = []
     for cs in sets:
+        drawn = (
+            draw_principle(constitution, seed, cs.prompt_id) if principle_per == "prompt" else None
+        )
         for a, b in itertools.combinations(cs.candidates, 2):
             if same_text(a, b):
                 rejects.append(
@@ -166,7 +174,7 @@ def build_comparisons(
                     )
                 )
                 continue
-            comparisons.append(comparison_of(cs, a, b, constitution, seed, principle_per))
+            comparisons.append(comparison_of(cs, a, b, constitution, seed, principle_per, drawn))
     if principle_per == "all":
         comparisons = under_every_principle(comparisons, constitution)
     return comparisons, rejects
