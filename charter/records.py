@@ -70,6 +70,8 @@ def _plain(value: Any) -> Any:
 def from_row(cls: type[T], row: dict[str, Any]) -> T:
     """Build a record from a dict, ignoring keys the record does not declare."""
     names = _field_names(cls)
+    if names.issuperset(row):  # the usual row, written by this version: nothing to drop
+        return cls(**row)
     return cls(**{k: v for k, v in row.items() if k in names})
 
 
@@ -121,9 +123,12 @@ class CandidateSet:
 
     @staticmethod
     def from_dict(row: dict[str, Any]) -> CandidateSet:
-        base = from_row(CandidateSet, row)
-        cands = [c if isinstance(c, Candidate) else from_row(Candidate, c) for c in base.candidates]
-        return CandidateSet(**{**base.__dict__, "candidates": cands})
+        if "candidates" not in row:
+            return from_row(CandidateSet, row)  # refused there, as any row missing a field
+        cands = [
+            c if isinstance(c, Candidate) else from_row(Candidate, c) for c in row["candidates"]
+        ]
+        return from_row(CandidateSet, {**row, "candidates": cands})
 
 
 @dataclass(frozen=True)
