@@ -363,7 +363,10 @@ def _chat_json(chat: Chat) -> bytes:
     lists and sorted keys byte for byte as json does, but not floats, so a chat holding
     anything but strings (never one a stage builds) is written by json.
     """
-    if all(type(v) is str for m in chat for v in m.values()):
+    if all(
+        type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
+        for m in chat
+    ):
         return _SORTED_JSON(chat)
     return _STDLIB_JSON(chat).encode()
 

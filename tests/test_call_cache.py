@@ -259,6 +259,7 @@ def test_fast_keys_are_the_canonical_json_keys_byte_for_byte():
         [{"role": "system", "content": ""}, *user("x")],
         user(every_code_point),  # msgspec writes each as json does
         [{"role": "user", "content": "x", "weight": 0.5, "n": 1e-05}],  # not only strings
+        [("role", "user")],  # not even a dict
     ]
     settings = [{"choices": ["A", "B"]}, {"sampling": {"seed": 3, "temperature": 0.7}, "n": 2}]
     for chat in chats:
