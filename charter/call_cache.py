@@ -17,9 +17,7 @@ than that is committed as soon as it returns, as before); ``commit_every_s=0`` c
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -31,15 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from charter.call_encoding import choice_json, json_round_trips, keys_for
 from charter.generators.engine import Engine, SamplingSettings
 from charter.jsonl import json_line
 from charter.records import Chat, Completion
 
 CACHE_FILE = "calls.sqlite"
-KEY_VERSION = 1
-"""Bumped when what a value holds changes, so old entries are never misread."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -299,97 +294,6 @@ class CallStats:
     calls: int = 0
 
 
-_CANONICAL: dict[str, Any] = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")}
-
-
-def call_key(kind: str, model_id: str, model_fingerprint: str, settings: Any, chat: Chat) -> str:
-    """sha256 of the canonical JSON of everything that determines one chat's result."""
-    return _keys_for(kind, model_id, model_fingerprint, settings)([chat])[0]
-
-
-def _keys_for(
-    kind: str, model_id: str, model_fingerprint: str, settings: Any
-) -> Callable[[Sequence[Chat]], list[str]]:
-    """:func:`call_key` for many chats of one call, the shared part serialised once.
-
-    The canonical JSON sorts keys, and ``chat`` sorts first, so every key's material is
-    ``{"chat":<chat>,`` followed by the same tail: the same bytes ``json.dumps`` of the whole
-    material gives (a test holds the two equal), at a fraction of the cost per chat.
-    """
-    material = _material(kind, model_id, model_fingerprint, settings)
-    tail = ("," + json.dumps(material, **_CANONICAL)[1:]).encode()
-    sha256 = hashlib.sha256
-
-    def keys(chats: Sequence[Chat]) -> list[str]:
-        return [sha256(b'{"chat":' + _chat_json(c) + tail).hexdigest() for c in chats]
-
-    return keys
-
-
-def _json_round_trips(value: Any) -> bool:
-    """Whether ``json.loads(json.dumps(value))`` is ``value`` again: true of a dict of exact
-    strs to exact floats (NaN and infinities included); the test that checks it also shows a
-    tuple, a subclass or an int key is not."""
-    return type(value) is dict and all(
-        type(k) is str and type(v) is float for k, v in value.items()
-    )
-
-
-def _choice_json(value: dict[str, float]) -> str:
-    """``json_line`` of a ``{choice: float}`` (what a judge's call stores), written directly: a
-    fifth of the call cache's cost per chat went to json's general encoder. The same text,
-    NaN and infinities included (a test compares the two)."""
-    text = _json_string
-    return "{" + ", ".join([f"{text(k)}: {_json_float(x)}" for k, x in value.items()]) + "}"
-
-
-def _json_float(x: float) -> str:
-    if x != x:
-        return "NaN"
-    if x in (math.inf, -math.inf):
-        return "Infinity" if x > 0 else "-Infinity"
-    return float.__repr__(x)
-
-
-_json_string = json.encoder.encode_basestring  # json's own, as ensure_ascii=False uses it
-_SORTED_JSON = msgspec.json.Encoder(order="sorted").encode
-_STDLIB_JSON = json.JSONEncoder(**_CANONICAL).encode
-
-
-def _chat_json(chat: Chat) -> bytes:
-    """A chat's canonical JSON, UTF-8: what ``json.dumps(chat, **_CANONICAL)`` writes.
-
-    msgspec writes it 3x faster. It writes strings (every code point; a test checks them all),
-    lists and sorted keys byte for byte as json does, but not floats, so a chat holding
-    anything but strings (never one a stage builds) is written by json.
-    """
-    if all(
-        type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
-        for m in chat
-    ):
-        return _SORTED_JSON(chat)
-    return _STDLIB_JSON(chat).encode()
-
-
-def _slow_call_key(
-    kind: str, model_id: str, model_fingerprint: str, settings: Any, chat: Chat
-) -> str:
-    """The definition :func:`_keys_for` must match byte for byte (kept for that test)."""
-    material = {**_material(kind, model_id, model_fingerprint, settings), "chat": chat}
-    return hashlib.sha256(json.dumps(material, **_CANONICAL).encode()).hexdigest()
-
-
-def _material(kind: str, model_id: str, model_fingerprint: str, settings: Any) -> dict[str, Any]:
-    """What determines a call's result, but the chat."""
-    return {
-        "v": KEY_VERSION,
-        "kind": kind,
-        "model_id": model_id,
-        "model": model_fingerprint,
-        "settings": settings,
-    }
-
-
 class CachedEngine:
     """An :class:`~charter.generators.engine.Engine` that asks ``engine`` only for new chats.
 
@@ -465,7 +369,7 @@ class CachedEngine:
         settings: dict[str, Any],
         compute: Callable[[list[Chat]], list[Any]],
     ) -> list[Any]:
-        keys = _keys_for(kind, self.model_id, self.model_fingerprint, settings)(chats)
+        keys = keys_for(kind, self.model_id, self.model_fingerprint, settings)(chats)
         found = self.cache.get_many(keys)
         todo = {k: chat for k, chat in zip(keys, chats, strict=True) if k not in found}
         if todo:
@@ -474,8 +378,8 @@ class CachedEngine:
             # judge's {choice: float} comes back from JSON as it went in, so it is kept as it is
             fresh = []
             for k, v in zip(todo, results, strict=True):
-                if _json_round_trips(v):
-                    fresh.append((k, _choice_json(v), v))
+                if json_round_trips(v):
+                    fresh.append((k, choice_json(v), v))
                 else:
                     text = json_line(v)
                     fresh.append((k, text, json.loads(text)))

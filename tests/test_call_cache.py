@@ -251,7 +251,7 @@ def test_engines_that_batch_for_themselves_get_a_whole_stage_per_call(tmp_path) 
 def test_fast_keys_are_the_canonical_json_keys_byte_for_byte():
     """Keys computed with the shared tail serialised once equal the definition's, so caches
     filled before the speed-up are still hit (unicode, quotes and nesting included)."""
-    from charter.call_cache import _slow_call_key, call_key
+    from charter.call_encoding import _slow_call_key, call_key
 
     every_code_point = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
     chats = [
@@ -348,20 +348,20 @@ def test_values_kept_without_a_json_read_back_are_the_ones_json_gives_back():
     import json
     import math
 
-    from charter.call_cache import _json_round_trips
+    from charter.call_encoding import json_round_trips
 
     kept = {"A": -0.0, "B": math.inf, "C": -math.inf, "D": 1e-05, "E": -1.2345678901234567e-300}
-    assert _json_round_trips(kept) and json.loads(json.dumps(kept)) == kept
-    assert _json_round_trips({"A": math.nan}) and math.isnan(json.loads(json.dumps(math.nan)))
+    assert json_round_trips(kept) and json.loads(json.dumps(kept)) == kept
+    assert json_round_trips({"A": math.nan}) and math.isnan(json.loads(json.dumps(math.nan)))
     for changed in ({1: 0.5}, {"A": 1}, [0.5], {"A": (0.5,)}, {"A": _Float(0.5)}):
-        assert not _json_round_trips(changed)
+        assert not json_round_trips(changed)
     # and the text stored for one is the text json writes
-    from charter.call_cache import _choice_json
+    from charter.call_encoding import choice_json
     from charter.jsonl import json_line
 
     odd = {'"q"\\': math.nan, "é\n\x00": 1e22, "": 5e-324, "A": 0.1, "B": -1.0}
     for value in (kept, odd, {}):
-        assert _choice_json(value) == json_line(value)
+        assert choice_json(value) == json_line(value)
 
 
 class _Float(float):
