@@ -169,12 +169,13 @@ class CallCache:
         return found
 
     def put_many(self, items: Sequence[tuple[str, Any]], *, kind: str, model: str) -> None:
-        """Store ``(key, value)`` pairs in one transaction; a key already there is kept.
+        """Store ``(key, value)`` pairs, committed as :meth:`put_encoded` says; a key already
+        there (or waiting) is kept.
 
         A key present twice can only come from two runs computing the same call, whose results
         are the same, so the first one written wins.
         """
-        self.put_encoded([(k, json.dumps(v, ensure_ascii=False)) for k, v in items], kind, model)
+        self.put_encoded([(k, json_line(v)) for k, v in items], kind, model)
 
     def put_encoded(self, items: Sequence[tuple[str, str]], kind: str, model: str) -> None:
         """:meth:`put_many` for values already encoded as JSON text; committed now if the last

@@ -77,7 +77,7 @@ def from_row(cls: type[T], row: dict[str, Any]) -> T:
 
 @cache
 def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in fields(cls))
+    return frozenset(_row_fields(cls)[0])
 
 
 @dataclass(frozen=True)

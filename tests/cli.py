@@ -11,6 +11,19 @@ from pathlib import Path
 
 HUMAN_PREFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "human_prefs"
 
+SMALL_FAKE_RUN = (
+    "experiment=smoke",
+    "prompts.limit=9",
+    "generator.num_samples=4",
+    "chunk_size=5",
+    "engine@generator.engine=fake",
+    "engine@judge.engine=fake",
+    "report.enabled=false",
+    "plan.before_run=false",
+)
+"""``charter run`` overrides for a run of seconds: 9 prompts x 4 samples on the fake engine,
+judged in calls of 5, no report or plan (the tests that compare such runs' bytes)."""
+
 
 def charter(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """``charter ARGS...`` in ``cwd``; the caller asserts on the return code and output."""

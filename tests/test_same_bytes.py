@@ -13,18 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import charter
-
-SMALL_RUN = [
-    "experiment=smoke",
-    "prompts.limit=9",
-    "generator.num_samples=4",
-    "chunk_size=5",
-    "engine@generator.engine=fake",
-    "engine@judge.engine=fake",
-    "report.enabled=false",
-    "plan.before_run=false",
-]
+from tests.cli import SMALL_FAKE_RUN, charter
 
 DIGESTS = {
     "ranking=all_pairs": {
@@ -67,7 +56,7 @@ def test_a_small_run_writes_the_bytes_the_release_before_wrote(tmp_path: Path, s
     run = tmp_path / "run"
     result = charter(
         "run",
-        *SMALL_RUN,
+        *SMALL_FAKE_RUN,
         setting,
         f"cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run}",

@@ -18,7 +18,7 @@ from charter.judges.stage import judge_candidates, judge_parts
 from charter.prompts import load_prompts, prompt_windows
 from charter.records import PromptRecord
 from charter.streaming import in_step, judge_windows
-from tests.cli import charter
+from tests.cli import SMALL_FAKE_RUN, charter
 from tests.engine_fixtures import SelfBatching
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,23 +117,13 @@ def test_a_mapping_typo_stops_before_the_first_window_is_used(tmp_path):
 def test_a_run_in_windows_writes_the_bytes_of_a_run_in_one(tmp_path):
     """Through the CLI, under all_pairs and knockout: window 2 (many windows, with identical
     responses and tournament rounds cut across windows) against one window."""
-    common = [
-        "experiment=smoke",
-        "prompts.limit=9",
-        "generator.num_samples=4",
-        "chunk_size=5",
-        "engine@generator.engine=fake",
-        "engine@judge.engine=fake",
-        "report.enabled=false",
-        "plan.before_run=false",
-    ]
     for ranking in ("all_pairs", "knockout"):
         runs = {}
         for window in (2, 1000):
             run = tmp_path / f"{ranking}-{window}"
             result = charter(
                 "run",
-                *common,
+                *SMALL_FAKE_RUN,
                 f"ranking={ranking}",
                 f"stream_window={window}",
                 f"cache_dir={tmp_path / f'cache-{window}'}",

@@ -29,7 +29,11 @@ def _digest(*parts: object) -> bytes:
 
 def hash_score(chat: Chat, choice: str) -> float:
     """The default score: a logit in [-2, 2] drawn from a hash of (chat, choice)."""
-    return int.from_bytes(_digest(chat, choice)[:4], "little") / 2**32 * 4 - 2
+    return _logit(_digest(chat, choice))
+
+
+def _logit(digest: bytes) -> float:
+    return int.from_bytes(digest[:4], "little") / 2**32 * 4 - 2
 
 
 def _hash_scores(chat: Chat, choices: Sequence[str]) -> list[float]:
@@ -41,7 +45,7 @@ def _hash_scores(chat: Chat, choices: Sequence[str]) -> list[float]:
     for choice in choices:
         digest = head.copy()
         digest.update(f"{json.dumps(choice)}]".encode())
-        out.append(int.from_bytes(digest.digest()[:4], "little") / 2**32 * 4 - 2)
+        out.append(_logit(digest.digest()))
     return out
 
 
