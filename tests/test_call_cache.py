@@ -295,8 +295,9 @@ def test_finished_calls_wait_at_most_commit_every_s_and_are_seen_at_once_here(
     tmp_path, monkeypatch
 ):
     """Commits are grouped: a stored value is answered here at once, reaches the file (what
-    other processes see) when the last commit is ``commit_every_s`` old, at flush, at close,
-    or when the cache is let go; a failed commit keeps the values for the next one."""
+    other processes see) when the last commit is ``commit_every_s`` old (by a thread of its
+    own), at flush, at close, or when the cache is let go; a failed commit keeps the values
+    for the next one."""
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     path = tmp_path / "calls.sqlite"
@@ -312,7 +313,9 @@ def test_finished_calls_wait_at_most_commit_every_s_and_are_seen_at_once_here(
     assert cache.get_many(["k1", "k2", "k3"]) == {"k1": 1, "k2": 2} and in_file() == 0
     clock[0] += 0.5  # the last commit (the cache's opening) is now 1 s old
     cache.put_many([("k3", 3)], kind="generate", model="m")
-    assert in_file() == 3
+    assert cache._committer is not None
+    cache._committer.join()  # the background commit
+    assert in_file() == 3 and not cache._writing and not cache._pending
     cache.put_many([("k4", 4)], kind="generate", model="m")
     assert in_file() == 3
     cache.flush()
@@ -327,6 +330,53 @@ def test_finished_calls_wait_at_most_commit_every_s_and_are_seen_at_once_here(
     del cache  # let go without a flush: its finalizer commits what waits
     assert in_file() == 6
     assert CallCache(path).get_many(["k5", "k6", "k1"]) == {"k5": 5, "k6": 6, "k1": 1}
+
+
+def test_a_failed_background_commit_is_raised_by_the_next_store_and_loses_nothing(
+    tmp_path, monkeypatch
+):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path, commit_every_s=1.0)
+    cache.put_many([("k1", 1)], kind="generate", model="m")
+    clock[0] += 1.0
+    with monkeypatch.context() as m:
+        m.setattr(call_cache, "_insert_as_json", _disk_full)
+        cache.put_many([("k2", 2)], kind="generate", model="m")  # hands k1, k2 to the thread
+        cache._committer.join()
+    assert cache.get_many(["k1", "k2"]) == {"k1": 1, "k2": 2}  # waiting again, answered
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        cache.put_many([("k3", 3)], kind="generate", model="m")
+    assert cache.get_many(["k3"]) == {"k3": 3}  # the store that raised kept its value
+    clock[0] += 1.0
+    cache.put_many([("k4", 4)], kind="generate", model="m")  # the next commit takes them all
+    cache._committer.join()
+    with sqlite3.connect(path) as other:
+        keys = [k for (k,) in other.execute("SELECT key FROM calls ORDER BY key")]
+    assert keys == ["k1", "k2", "k3", "k4"]
+
+
+def test_a_background_commit_stores_any_text_as_it_was(tmp_path, monkeypatch):
+    """The background commit passes rows through JSON to SQLite: every value and key reads back
+    as stored, a NUL, quotes, backslashes, line breaks and astral characters included (a key
+    with a NUL, which SQLite's JSON reader would cut, is stored row by row)."""
+    path = tmp_path / "calls.sqlite"
+    texts = ["a\x00b", 'q"uo\\te', "line\nbreak\u2028", "emoji \U0001f600", "\x7f\x1f", ""]
+    values = {
+        f"k{i}-{t.replace(chr(0), '')}": {"text": t, "p": 0.1 + i} for i, t in enumerate(texts)
+    }
+    cache = CallCache(path, commit_every_s=1e-9)
+    with monkeypatch.context() as m:
+        m.setattr(call_cache, "_insert", _disk_full)  # so all of them go as JSON
+        cache.put_many(list(values.items()), kind="generate", model="m\u00e9")
+        cache._committer.join()
+    cache.put_many([("nul\x00key", 1)], kind="generate", model="m\u00e9")
+    cache._committer.join()
+    assert not cache._pending and not cache._writing
+    fresh = CallCache(path)
+    assert fresh.get_many([*values, "nul\x00key"]) == {**values, "nul\x00key": 1}
+    assert [(m.model, m.entries) for m in fresh.summary().models] == [("m\u00e9", 7)]
 
 
 def _disk_full(*_args, **_kwargs):

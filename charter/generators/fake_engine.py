@@ -36,15 +36,24 @@ def _logit(digest: bytes) -> float:
     return int.from_bytes(digest[:4], "little") / 2**32 * 4 - 2
 
 
-def _hash_scores(chat: Chat, choices: Sequence[str]) -> list[float]:
+_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode
+"""``json.dumps(x, sort_keys=True)``, with the encoder kept rather than built per call."""
+
+
+def _choice_tails(choices: Sequence[str]) -> list[bytes]:
+    """Each choice's end of the digested bytes, made once per call (see :func:`_hash_scores`)."""
+    return [f"{json.dumps(choice)}]".encode() for choice in choices]
+
+
+def _hash_scores(chat: Chat, tails: Sequence[bytes]) -> list[float]:
     """:func:`hash_score` of each choice, hashing the chat's JSON once for all of them: the
     digested bytes are the same (``[<chat>, <choice>]``), so are the scores; the benchmarks' floor
     and charter's own overhead then are not dominated by re-encoding one chat per choice."""
-    head = hashlib.sha256(f"[{json.dumps(chat, sort_keys=True)}, ".encode())
+    head = hashlib.sha256(f"[{_SORTED_JSON(chat)}, ".encode())
     out = []
-    for choice in choices:
+    for tail in tails:
         digest = head.copy()
-        digest.update(f"{json.dumps(choice)}]".encode())
+        digest.update(tail)
         out.append(_logit(digest.digest()))
     return out
 
@@ -109,9 +118,10 @@ class FakeEngine:
         if not choices or len(set(choices)) != len(choices):
             raise InputError(f"choices must be distinct strings, got {choices!r}")
         out = []
+        tails = _choice_tails(choices)
         for chat in chats:
             if self.score is _DEFAULT_SCORE:
-                raw = _hash_scores(chat, choices)
+                raw = _hash_scores(chat, tails)
             else:
                 raw = [self.score(chat, c) for c in choices]
             logits = [x + (self.bias if k == 0 else 0.0) for k, x in enumerate(raw)]
