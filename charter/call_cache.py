@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from charter.call_encoding import choice_json, json_round_trips, keys_for
+from charter.call_encoding import json_round_trips, keys_for
 from charter.generators.engine import Engine, SamplingSettings
 from charter.jsonl import json_line
 from charter.records import Chat, Completion
@@ -486,15 +486,12 @@ class CachedEngine:
             results = compute(list(todo.values()))
             # what a rerun will read back from the file, so a first run returns the same: a
             # judge's {choice: float} comes back from JSON as it went in, so it is kept as it is
-            fresh = []
-            for k, v in zip(todo, results, strict=True):
-                if json_round_trips(v):
-                    fresh.append((k, choice_json(v), v))
-                else:
-                    text = json_line(v)
-                    fresh.append((k, text, json.loads(text)))
-            self.cache.put_encoded([(k, text) for k, text, _ in fresh], kind, self.model_id)
-            found.update((k, v) for k, _, v in fresh)
+            texts = [json_line(v) for v in results]
+            self.cache.put_encoded(list(zip(todo, texts, strict=True)), kind, self.model_id)
+            found.update(
+                (k, v if json_round_trips(v) else json.loads(text))
+                for k, v, text in zip(todo, results, texts, strict=True)
+            )
             self.stats.calls += 1
         self.stats.misses += len(todo)
         self.stats.hits += len(chats) - len(todo)

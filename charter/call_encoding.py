@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,23 +56,6 @@ def json_round_trips(value: Any) -> bool:
     )
 
 
-def choice_json(value: dict[str, float]) -> str:
-    """``json_line`` of a ``{choice: float}`` (what a judge's call stores), written directly: a
-    fifth of the call cache's cost per chat went to json's general encoder. The same text,
-    NaN and infinities included (a test compares the two)."""
-    text = _json_string
-    return "{" + ", ".join([f"{text(k)}: {_json_float(x)}" for k, x in value.items()]) + "}"
-
-
-def _json_float(x: float) -> str:
-    if x != x:
-        return "NaN"
-    if x in (math.inf, -math.inf):
-        return "Infinity" if x > 0 else "-Infinity"
-    return float.__repr__(x)
-
-
-_json_string = json.encoder.encode_basestring  # json's own, as ensure_ascii=False uses it
 _SORTED_JSON = msgspec.json.Encoder(order="sorted").encode
 _STDLIB_JSON = json.JSONEncoder(**_CANONICAL).encode
 

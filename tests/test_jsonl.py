@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charter.errors import InputError
 from charter.jsonl import (
     atomic_dir,
+    json_line,
     read_jsonl,
     read_jsonl_lenient,
     write_jsonl_atomic,
@@ -142,3 +145,33 @@ def test_atomic_dir_holds_a_datasets_save(tmp_path: Path) -> None:
         datasets.Dataset.from_list([{"x": 1}, {"x": 2}]).save_to_disk(str(tmp))
     assert datasets.load_from_disk(str(target))["x"] == [1, 2]
     assert _leftovers(tmp_path, {"saved"}) == []
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+)
+_KEYS = st.text() | st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none()
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_VALUES)
+def test_json_line_is_json_dumps_without_ascii_escapes(value):
+    """Every stage row and stored call is written by json_line, which keeps json's C encoder
+    rather than building one per row: the text must stay json.dumps's, to the byte."""
+    assert json_line(value) == json.dumps(value, ensure_ascii=False)
+
+
+def test_json_line_refuses_what_json_refuses():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_line({"a": object()})

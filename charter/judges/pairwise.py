@@ -54,19 +54,20 @@ class PairwiseLogprobJudge:
         self.use_examples = use_examples
         self.system_prompt = system_prompt
         self.model_id = engine.model_id
-        self._counted: dict[tuple[int, bool], tuple[Comparison, Chat]] = {}
+        self._counted: dict[int, tuple[Comparison, Chat, Chat]] = {}
 
     def _chats(self, comparisons: Sequence[Comparison]) -> list[Chat]:
         """Both orders' chats of each comparison, in order; the ones :meth:`context_needs`
         just rendered are reused (the stage checks a chunk's fit, then judges the chunk)."""
-        out = []
+        out: list[Chat] = []
         render = PairwiseRenders(self.template, use_examples=self.use_examples)
+        counted = self._counted
         for c in comparisons:
-            for s in (False, True):
-                held = self._counted.get((id(c), s))
-                out.append(
-                    held[1] if held is not None and held[0] is c else self._chat(c, s, render)
-                )
+            held = counted.get(id(c))
+            if held is not None and held[0] is c:
+                out += held[1:]
+            else:
+                out += (self._chat(c, False, render), self._chat(c, True, render))
         self._counted = {}
         return out
 
@@ -89,13 +90,9 @@ class PairwiseLogprobJudge:
     def context_needs(self, comparisons: Sequence[Comparison]) -> list[ContextNeed]:
         """Per comparison, its longer order's chat plus the one answer token."""
         render = PairwiseRenders(self.template, use_examples=self.use_examples)
-        chats = [[self._chat(c, s, render) for s in (False, True)] for c in comparisons]
+        chats = [(self._chat(c, False, render), self._chat(c, True, render)) for c in comparisons]
         # kept for the judge call that follows (the comparison too, so its id stays its own)
-        self._counted = {
-            (id(c), s): (c, chat)
-            for c, pair in zip(comparisons, chats, strict=True)
-            for s, chat in zip((False, True), pair, strict=True)
-        }
+        self._counted = {id(c): (c, *pair) for c, pair in zip(comparisons, chats, strict=True)}
         return chat_needs(self.engine, chats, room=1)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Judgment]:

@@ -142,11 +142,11 @@ def _fit(wins: np.ndarray, games: np.ndarray, iterations: int, tol: float) -> np
             denom += terms[:, :, j]
         with np.errstate(divide="ignore", invalid="ignore"):
             new = np.where(denom > 0, w / denom, s)
-        logs = np.array([log(v) for v in new.ravel().tolist()]).reshape(new.shape)
+        logs = np.fromiter(map(log, new.ravel().tolist()), float, new.size).reshape(new.shape)
         total = np.zeros(len(active))
         for k in range(n):
             total += logs[:, k]
-        scale = np.array([exp(v) for v in (total / n).tolist()])
+        scale = np.fromiter(map(exp, (total / n).tolist()), float, len(total))
         new = new / scale[:, None]
         moved = (np.abs(new - s) / s).max(axis=1)
         strength[active] = new
