@@ -250,3 +250,14 @@ def test_to_row_is_asdict_without_its_copies(raw) -> None:
         assert type(row) is dict
     row = to_row(replace(RECORDS["judgments"], raw=raw))
     assert row["raw"] == raw and row["raw"] is not raw
+
+
+def test_to_row_leaves_out_an_unset_omit_if_none_field_only() -> None:
+    from dataclasses import replace
+
+    pair = PreferencePair(**pair_row())
+    assert "principle_scores" not in to_row(replace(pair, principle_scores=None))
+    scores = {"helpful": 0.7}
+    row = to_row(replace(pair, principle_scores=scores))
+    assert row["principle_scores"] == scores and row["principle_scores"] is not scores
+    assert list(row)[-1] == "principle_scores"  # in field order, the last field
