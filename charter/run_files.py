@@ -57,7 +57,8 @@ class Appender:
             check_rows(
                 _SCHEMAS[name], rows, file=str(self.run_dir / name), first_line=self.rows[name] + 1
             )
-        self.handles[name].write("".join([json_line(r) + "\n" for r in rows]))
+        if rows:
+            self.handles[name].write("\n".join(map(json_line, rows)) + "\n")
         self.rows[name] += len(rows)
 
 

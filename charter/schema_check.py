@@ -169,7 +169,7 @@ def _fast_check(name: str) -> Any:
             compiled(row)
         except fastjsonschema.JsonSchemaException:
             return False
-        return all(
+        return not last_roles or all(
             not isinstance(row.get(key), list)
             or not row[key]
             or not isinstance(row[key][-1], dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from charter.errors import InputError
 from charter.jsonl import (
     atomic_dir,
     json_line,
+    kept_encoder,
     read_jsonl,
     read_jsonl_lenient,
     write_jsonl_atomic,
@@ -166,11 +168,22 @@ _VALUES = st.recursive(
 )
 
 
+def _outcome(encode, value):
+    try:
+        return encode(value)
+    except TypeError as exc:  # sort_keys with keys of mixed types
+        return type(exc)
+
+
 @settings(max_examples=500, deadline=None)
-@given(_VALUES)
-def test_json_line_is_json_dumps_without_ascii_escapes(value):
-    """Every stage row and stored call is written by json_line, which keeps json's C encoder
-    rather than building one per row: the text must stay json.dumps's, to the byte."""
+@given(_VALUES, st.booleans(), st.booleans())
+def test_kept_encoders_write_what_json_dumps_writes(value, ensure_ascii, sort_keys):
+    """Every stage row and stored call is written by json_line (and the fake engine hashes what
+    its sorted encoder writes); both keep json's C encoder rather than building one per value,
+    so the text must stay json.dumps's, to the byte."""
+    kept = kept_encoder(ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+    plain = partial(json.dumps, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+    assert _outcome(kept, value) == _outcome(plain, value)
     assert json_line(value) == json.dumps(value, ensure_ascii=False)
 
 

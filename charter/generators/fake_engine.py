@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from charter.errors import InputError
 from charter.generators.engine import SamplingSettings
+from charter.jsonl import kept_encoder
 from charter.records import Chat, Completion
 
 ChoiceScore = Callable[[Chat, str], float]
@@ -36,7 +37,7 @@ def _logit(digest: bytes) -> float:
     return int.from_bytes(digest[:4], "little") / 2**32 * 4 - 2
 
 
-_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode
+_SORTED_JSON = kept_encoder(sort_keys=True)
 """``json.dumps(x, sort_keys=True)``, with the encoder kept rather than built per call."""
 
 
