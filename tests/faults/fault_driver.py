@@ -6,6 +6,8 @@
 - ``kill:publish``: SIGKILL after the dataset folder is written, before the card and the mark;
 - ``enospc:NAME``: the disk fills up while NAME's temp file is being written;
 - ``cache-full:N``: SQLite reports a full disk on the call cache's Nth write;
+- ``commit-full:N``: SQLite reports a full disk in the Nth commit made by the cache's background
+  thread (pair it with a small ``call_cache_commit_s``, so that commits happen there);
 - ``slow:S``: every engine call takes S seconds longer (for signals sent from outside).
 
 ``FAULT_ENGINE=transformers`` puts the engine faults on the real transformers engine instead of
@@ -99,6 +101,19 @@ if kind == "cache-full":
         return real_put(self, items, kind, model)
 
     CallCache.put_encoded = put_encoded
+
+if kind == "commit-full":
+    from charter import call_cache
+
+    real_commit = call_cache._insert_as_json
+
+    def insert_as_json(db, rows):
+        counts["commit"] = counts.get("commit", 0) + 1
+        if counts["commit"] == int(arg):
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_commit(db, rows)
+
+    call_cache._insert_as_json = insert_as_json
 
 from charter.cli import main  # noqa: E402
 
