@@ -151,12 +151,13 @@ class CallCache:
             raise
 
     def close(self) -> None:
-        """Close this thread's handle now (tests that delete the file; it reopens on next use)."""
+        """Close this thread's handle and the background commits' now (tests that delete the
+        file; they reopen on next use)."""
         self.flush()
-        held = getattr(self._local, "db", None)
-        if held is not None and held[0] == os.getpid():
-            held[1].close()
-        self._local.db = None
+        for held in (getattr(self._local, "db", None), self._writer):
+            if held is not None and held[0] == os.getpid():
+                held[1].close()
+        self._local.db = self._writer = None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         """The stored values of those ``keys`` that are present, decoded from JSON."""

@@ -377,6 +377,11 @@ def test_a_background_commit_stores_any_text_as_it_was(tmp_path, monkeypatch):
     fresh = CallCache(path)
     assert fresh.get_many([*values, "nul\x00key"]) == {**values, "nul\x00key": 1}
     assert [(m.model, m.entries) for m in fresh.summary().models] == [("m\u00e9", 7)]
+    cache.close()  # both handles, the background commits' too; they reopen on next use
+    assert cache._writer is None
+    cache.put_many([("after", 2)], kind="generate", model="m")
+    cache._committer.join()
+    assert CallCache(path).get_many(["after"]) == {"after": 2}
 
 
 def _disk_full(*_args, **_kwargs):
