@@ -7,7 +7,8 @@
 - ``enospc:NAME``: the disk fills up while NAME's temp file is being written;
 - ``cache-full:N``: SQLite reports a full disk on the call cache's Nth write;
 - ``commit-full:N``: SQLite reports a full disk in the Nth commit made by the cache's background
-  thread (pair it with a small ``call_cache_commit_s``, so that commits happen there);
+  thread (pair it with a small ``call_cache_commit_s``, so that commits happen there), which the
+  next store then finds;
 - ``slow:S``: every engine call takes S seconds longer (for signals sent from outside).
 
 ``FAULT_ENGINE=transformers`` puts the engine faults on the real transformers engine instead of
@@ -114,6 +115,16 @@ if kind == "commit-full":
         return real_commit(db, rows)
 
     call_cache._insert_as_json = insert_as_json
+    real_put_encoded = CallCache.put_encoded
+
+    def put_after_the_last_commit(self, items, kind, model):
+        # each store waits for the last commit's thread, so commit N is made by store N and
+        # found by store N + 1, however the two threads are scheduled
+        if self._committer is not None:
+            self._committer.join()
+        return real_put_encoded(self, items, kind, model)
+
+    CallCache.put_encoded = put_after_the_last_commit
 
 from charter.cli import main  # noqa: E402
 

@@ -157,7 +157,7 @@ def test_a_full_disk_in_a_background_commit_is_one_line_and_the_run_resumes(
     the stage's thread: one line, exit 2, and the rows it held are not lost to the resume."""
     run, cache = tmp_path / "run", tmp_path / "cache"
     args = args_for(run, cache, "call_cache_commit_s=0.000001")
-    code, out = wait(start(args, tmp_path, "commit-full:2"))
+    code, out = wait(start(args, tmp_path, "commit-full:1"))
     assert code == 2, out
     line = one_line(out, "error:")
     assert "no space left" in line and f"run_dir={run}" in line
