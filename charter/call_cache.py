@@ -343,9 +343,10 @@ _FROM_JSON = (
 
 def _insert_as_json(db: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """:func:`_insert` as one statement over a JSON array of the rows: the GIL is released for
-    all of it (see the module docstring). SQLite's JSON reader ends a string at a NUL, so a key,
-    kind or model holding one (never one charter makes: values are JSON text, NULs escaped)
-    goes row by row."""
+    all of it (see the module docstring). Row by row instead where that cannot work: a SQLite
+    built without its JSON functions (before 3.38 they were optional), or a key, kind or model
+    holding a NUL, where SQLite's JSON reader ends a string (never one charter makes: values
+    are JSON text, NULs escaped)."""
     if any("\x00" in k or "\x00" in kind or "\x00" in model for k, kind, model, _, _ in rows):
         _insert(db, rows)
         return
@@ -354,11 +355,21 @@ def _insert_as_json(db: sqlite3.Connection, rows: Sequence[Row]) -> None:
     try:
         db.execute(_FROM_JSON, (payload,))
         db.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         if db.in_transaction:
             with suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-        raise
+        if not _lacks_json(exc):  # a SQLite without them fails at once, at the statement's prepare
+            raise
+        _insert(db, rows)
+
+
+def _lacks_json(exc: BaseException) -> bool:
+    """Whether ``exc`` says this SQLite has no JSON functions."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "no such function: json" in text or "no such table: json" in text
+    )
 
 
 def _commit_left(path: Path, timeout_s: float, pending: dict[str, tuple]) -> None:

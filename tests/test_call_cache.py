@@ -414,3 +414,22 @@ def test_values_kept_without_a_json_read_back_are_the_ones_json_gives_back():
 
 class _Float(float):
     pass
+
+
+def test_a_sqlite_without_json_functions_commits_row_by_row(tmp_path, monkeypatch):
+    """Before 3.38 SQLite's JSON functions were optional: a build without them gets the rows
+    committed one by one (GIL and all), not a failed run."""
+    missing = call_cache._FROM_JSON.replace("json_each(", "json_each_absent(")
+    monkeypatch.setattr(call_cache, "_FROM_JSON", missing)
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path, commit_every_s=1e-9)
+    cache.put_many([("k1", 1), ("k2", {"A": -0.5})], kind="generate", model="m")
+    cache._committer.join()
+    assert cache._failure is None and not cache._pending and not cache._writing
+    assert CallCache(path).get_many(["k1", "k2"]) == {"k1": 1, "k2": {"A": -0.5}}
+    # any other error is raised, as before
+    monkeypatch.setattr(call_cache, "_FROM_JSON", missing.replace("INTO calls", "INTO calls_x"))
+    db = sqlite3.connect(path, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="no such table: calls_x"):
+        call_cache._insert_as_json(db, [("k3", "generate", "m", "3", 0.0)])
+    assert not db.in_transaction and CallCache(path).get_many(["k3"]) == {}
