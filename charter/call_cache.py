@@ -253,9 +253,8 @@ class CallCache:
     def flush(self) -> None:
         """Wait for a background commit, then commit every stored value still waiting (a failed
         background commit's rows too), in one transaction."""
-        committer = self._committer
-        if committer is not None and committer is not threading.current_thread():
-            committer.join()
+        if self._committer is not None:
+            self._committer.join()
         with self._lock:
             self._failure = None  # its rows are retried here
             rows = list(self._pending.values())

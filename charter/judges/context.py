@@ -36,13 +36,12 @@ def chat_needs(engine: Engine, chats: Sequence[Sequence[Chat]], room: int) -> li
     flat = [chat for group in chats for chat in group]
     counts = engine.count_tokens(flat) if flat else []
     limit = engine.context_length
-    if all(len(group) == 2 for group in chats):  # a comparison's two orders, the usual case
-        return [
-            ContextNeed(max(a, b) + room, limit)
-            for a, b in zip(counts[::2], counts[1::2], strict=True)
-        ]
-    it = iter(counts)
-    return [ContextNeed(max(next(it) for _ in group) + room, limit) for group in chats]
+    needs, start = [], 0
+    for group in chats:
+        end = start + len(group)
+        needs.append(ContextNeed(max(counts[start:end]) + room, limit))
+        start = end
+    return needs
 
 
 def needs_of(judge: Any) -> Callable[[Sequence[Any]], list[ContextNeed]] | None:
