@@ -25,6 +25,7 @@ from rich.markup import escape
 from charter.building import register_resolvers
 from charter.config_check import check_config, config_error
 from charter.errors import InputError
+from charter.gc_pacing import fewer_collections
 from charter.progress import console
 from charter.run_faults import survived
 
@@ -255,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     entered: list[bool] = []
     try:
-        _hydra_app(config_name, task, report=command in REPORTED, entered=entered)()
+        with fewer_collections():  # a stage's rows churn the young generation (see the module)
+            _hydra_app(config_name, task, report=command in REPORTED, entered=entered)()
     except (HydraException, OmegaConfBaseException) as exc:
         print_error(hydra_error_message(exc))
         raise SystemExit(2) from None
