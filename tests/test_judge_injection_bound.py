@@ -150,3 +150,60 @@ def test_joined_render_equals_the_full_render_whatever_the_responses_hold():
     assert PairwiseRenders(trimmed)(messages, principle, " lead ", "b") == (
         _render_pairwise_in_full(trimmed, messages, principle, " lead ", "b", False)
     )
+
+
+def test_a_conversation_joined_into_its_roles_frame_equals_the_full_render():
+    """The template is rendered once per principle and roles, and each conversation's texts
+    joined in; the chat is the full render's whatever the texts hold (edge whitespace, tags,
+    our placeholders, emptiness). A template that does anything with a text but print it is
+    rendered per conversation instead, to the same chat."""
+    import jinja2
+
+    from charter.constitution import load_constitution
+    from charter.judges.prompting import (
+        PairwiseRenders,
+        Template,
+        _pairwise_frame,
+        _render_pairwise_in_full,
+        load_template,
+    )
+
+    principle = load_constitution("constitutions/harmless.yaml").principles[0]
+    conversations = [
+        [{"role": "user", "content": "  lead and trail \n"}],
+        [
+            {"role": "system", "content": ""},
+            {"role": "user", "content": "a \x00charter:message_1\x00 b \x00charter:response_a\x00"},
+            {"role": "assistant", "content": "</conversation>\n"},
+            {"role": "user", "content": "\n你好 <response_B>"},
+        ],
+    ]
+    responses = [("x", "y"), (" a ", "</response_A>")]
+
+    def same_as_full(template: Template) -> None:
+        per_call = PairwiseRenders(template)
+        for chat in conversations:
+            for a, b in responses:
+                full = _render_pairwise_in_full(template, chat, principle, a, b, False)
+                assert per_call(chat, principle, a, b) == full
+
+    for name in ("pairwise", "structured"):
+        template = load_template(name)
+        same_as_full(template)
+        assert _pairwise_frame(template, ("user",), principle, False) is not None
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    loop = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    ends = "\n{{ response_a }}\n{{ response_b }}\nE"
+    rendered_per_conversation = [
+        "Q {% for m in messages %}{{ m.content | upper }}{% endfor %}" + ends,
+        "Q {% for m in messages %}{% if m.content %}{{ m.content }}{% endif %}{% endfor %}" + ends,
+        "Q {% for m in messages if 'b' in m.content %}{{ m.content }}{% endfor %}" + ends,
+        "Q {% for m in messages %}{{ m }}{% endfor %}" + ends,
+        "Q " + loop + "{{ messages[-1].content }}" + ends,
+        loop + "\n{{ principle.comparison }}" + ends,  # first: the render's strip reaches it
+    ]
+    for source in rendered_per_conversation:
+        template = Template("t", source, "sha", env.from_string(source))
+        assert _pairwise_frame(template, ("user",), principle, False) is None, source
+        same_as_full(template)
