@@ -116,16 +116,47 @@ def bradley_terry_many(
         if ids:
             by_size.setdefault(len(ids), []).append(index)
     for n, members in by_size.items():
-        wins = np.empty((len(members), n))
-        games = np.empty((len(members), n, n))
-        for row, index in enumerate(members):
-            ids, outcomes = problems[index]
-            wins[row], games[row] = _tallies(list(ids), outcomes, prior)
+        wins, games = _tallies_many([problems[index] for index in members], n, prior)
         strength = _fit(wins, games, iterations, tol)
         for row, index in enumerate(members):
             ids = problems[index][0]
             out[index] = {c: math.log(v) for c, v in zip(ids, strength[row].tolist(), strict=True)}
     return out
+
+
+def _tallies_many(
+    problems: Sequence[tuple[Sequence[str], Sequence[tuple[str, str, float]]]],
+    n: int,
+    prior: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_tallies` of prompts of ``n`` candidates each, as ``[prompt, i]`` and
+    ``[prompt, i, j]`` arrays, with every addition the per-prompt loop makes in its order:
+    ``np.add.at`` adds to a repeated position one value at a time, in the order given (the
+    per-prompt loop and two array copies per prompt were two thirds of a window's ranking)."""
+    first: list[int] = []
+    second: list[int] = []
+    p: list[float] = []
+    for row, (ids, outcomes) in enumerate(problems):
+        at = {c: row * n + k for k, c in enumerate(ids)}
+        for a, b, p_a in outcomes:
+            first.append(at[a])
+            second.append(at[b])
+            p.append(p_a)
+    a = np.array(first, dtype=np.intp)
+    b = np.array(second, dtype=np.intp)
+    p_a = np.array(p, dtype=float)
+    wins = np.zeros(len(problems) * n)
+    # per outcome, a's share then b's, as the loop adds them
+    np.add.at(wins, np.stack([a, b], axis=1).ravel(), np.stack([p_a, 1.0 - p_a], axis=1).ravel())
+    games = np.zeros((len(problems) * n, n))  # [prompt * n + i, j]; whole counts, so any order
+    np.add.at(games, (a, b % n), 1.0)
+    np.add.at(games, (b, a % n), 1.0)
+    games = games.reshape(len(problems), n, n)
+    games[:, ~np.eye(n, dtype=bool)] += prior
+    half = prior / 2
+    for _ in range(n - 1):  # the loop adds a half win per other candidate, one at a time
+        wins += half
+    return wins.reshape(len(problems), n), games
 
 
 def _fit(wins: np.ndarray, games: np.ndarray, iterations: int, tol: float) -> np.ndarray:
