@@ -59,7 +59,8 @@ def _record_thresholds(monkeypatch) -> dict[str, list[int]]:
     "engines",
     [
         pytest.param(["engine@generator.engine=fake", "engine@judge.engine=fake"], id="fake"),
-        pytest.param([], id="real-model"),  # the embedded SmolLM2 through transformers
+        # the embedded SmolLM2 through transformers
+        pytest.param([], id="real-model", marks=pytest.mark.slow),
     ],
 )
 def test_a_run_works_through_its_stages_under_the_raised_threshold(
