@@ -153,3 +153,38 @@ def test_streamed_real_model_run_gives_the_local_pairs(ray_cluster) -> None:
         return make_pairs(sets, judgments, rankings, settings, constitution_sha256="c").pairs
 
     assert pairs(judged) and pairs(judged) == pairs(expected_judged)
+
+
+def test_a_replica_computes_its_chunks_with_fewer_collections(monkeypatch) -> None:
+    """A Ray Data replica is not under the CLI's GC pacing, so it paces its own chunks (and puts
+    the thresholds back between them); called here without Ray, with the fake engine."""
+    import gc
+    import json
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from charter.executors.ray_streaming import StageWorker
+    from charter.gc_pacing import YOUNGEST
+    from charter.records import to_row
+
+    cfg = compose_run(*FAKE)
+    worker = StageWorker("generate", OmegaConf.to_container(cfg, resolve=True), None, None)
+    seen: list[int] = []
+    generate = worker.engine.generate
+
+    def noted(*args, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(worker.engine, "generate", noted)
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults, as in a fresh worker process
+    try:
+        chunk = json.dumps([to_row(p) for p in prompts(2)])
+        out = worker({"index": np.array([0]), "chunk": np.array([chunk], dtype=object)})
+        assert seen and set(seen) == {YOUNGEST}
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+    assert len(json.loads(out["chunk"][0])["sets"]) == 2

@@ -48,6 +48,7 @@ from charter.commands.shared import cache_counts, run_constitution, stage_chunk_
 from charter.constitution import Constitution
 from charter.errors import InputError
 from charter.executors.ray_executor import PASSED_ENV, RayExecutor
+from charter.gc_pacing import fewer_collections
 from charter.generators.stage import generate_candidates
 from charter.judges.stage import Ranking, judge_parts
 from charter.records import CandidateSet, Judgment, PromptRecord, Reject, from_row, to_row
@@ -195,7 +196,9 @@ class StageWorker:
         self.inner_chunk_size = stage_chunk_size(cfg, self.engine)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = [self.compute(json.loads(chunk)) for chunk in batch["chunk"]]
+        # a worker is not under the CLI: its chunks' rows churn the young generation likewise
+        with fewer_collections():
+            outs = [self.compute(json.loads(chunk)) for chunk in batch["chunk"]]
         return {"index": batch["index"], "chunk": np.array(outs, dtype=object)}
 
     def compute(self, rows: list[dict[str, Any]]) -> str:
