@@ -202,6 +202,9 @@ def test_a_conversation_joined_into_its_roles_frame_equals_the_full_render():
         "Q {% for m in messages %}{{ m }}{% endfor %}" + ends,
         "Q " + loop + "{{ messages[-1].content }}" + ends,
         loop + "\n{{ principle.comparison }}" + ends,  # first: the render's strip reaches it
+        # B before A, with a filter so neither join fits (once a ValueError)
+        "Q {% for m in messages %}{{ m.content | upper }}{% endfor %}\n{{ response_b }}\n"
+        "{{ response_a }}\nE",
     ]
     for source in rendered_per_conversation:
         template = Template("t", source, "sha", env.from_string(source))

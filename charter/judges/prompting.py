@@ -223,18 +223,28 @@ def _pairwise_frame(
     text = _render_pairwise_in_full(
         template, conversation, principle, _SLOT_A, _SLOT_B, use_examples
     )
+    pieces = _cut(text, (*slots, _SLOT_A, _SLOT_B))
+    if pieces is None:
+        return None
+    return tuple(pieces[:-2]), pieces[-2], pieces[-1]
+
+
+def _cut(text: str, slots: tuple[str, ...]) -> list[str] | None:
+    """``text`` cut at each placeholder in ``slots``: the ``len(slots) + 1`` pieces around
+    them, or None where a placeholder is not there exactly once, in order, or the first or
+    last piece is blank (the render's strip would have reached into what fills the slot
+    next to it)."""
     pieces, rest = [], text
-    for slot in (*slots, _SLOT_A, _SLOT_B):
+    for slot in slots:
         if text.count(slot) != 1:
             return None
         head, found, rest = rest.partition(slot)
         if not found:  # out of order
             return None
         pieces.append(head)
-    # the render's strip must end in template text at both ends, as with a real conversation
     if not pieces[0].strip() or not rest.strip():
         return None
-    return tuple(pieces[:-1]), pieces[-1], rest
+    return [*pieces, rest]
 
 
 @lru_cache(maxsize=256)
@@ -246,21 +256,16 @@ def _pieces_rendered(
 ) -> tuple[str, str, str] | None:
     """:func:`_pairwise_pieces` rendered for one conversation: None when the template does more
     than print each response once as it is (a filter, a test, a second use), the responses
-    would come first or last (where the render's strip would touch them), or the placeholder
-    text occurs in the inputs."""
+    would come first or last (where the render's strip would touch them) or B before A, or the
+    placeholder text occurs in the inputs."""
     if not _prints_responses_verbatim(template):
         return None
     texts = [text for _, text in messages]
     if any("\x00charter:" in t for t in texts):
         return None
     text = _render_pairwise_in_full(template, messages, principle, _SLOT_A, _SLOT_B, use_examples)
-    if text.count(_SLOT_A) != 1 or text.count(_SLOT_B) != 1:
-        return None
-    before, rest = text.split(_SLOT_A)
-    middle, after = rest.split(_SLOT_B)
-    if not before.strip() or not after.strip():
-        return None
-    return before, middle, after
+    pieces = _cut(text, (_SLOT_A, _SLOT_B))
+    return None if pieces is None else (pieces[0], pieces[1], pieces[2])
 
 
 def _prints_values_as_they_are(env: jinja2.Environment) -> bool:
