@@ -24,7 +24,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from charter.call_cache import CACHE_FILE, CachedEngine, CallCache, CallStats
+from charter.cached_engine import CachedEngine, CallStats
+from charter.call_cache import CACHE_FILE, CallCache
 from charter.errors import InputError
 from charter.generators.model_files import default_cache_dir
 
@@ -196,7 +197,7 @@ class EngineCache:
     """Load each distinct engine config once, so generator and judge can share one model.
 
     With a ``calls`` cache, every engine is wrapped in a
-    :class:`~charter.call_cache.CachedEngine`, so its calls are looked up before they are made.
+    :class:`~charter.cached_engine.CachedEngine`, so its calls are looked up before they are made.
     Where the engine runs is the config's ``executor`` (``charter/executors``): in this process,
     or as Ray replicas behind an Engine-protocol object; the cache stays in this process, outside.
 

@@ -25,7 +25,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from charter.building import build, fingerprint_of
-from charter.call_cache import CachedEngine, CallCache
+from charter.cached_engine import CachedEngine
+from charter.call_cache import CallCache
 from charter.generators.counting import TokenCountingEngine
 from charter.generators.engine import SamplingSettings
 from charter.records import Chat, Completion

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from charter import call_cache
-from charter.call_cache import CachedEngine, CallCache, _switch_to_wal
+from charter.cached_engine import CachedEngine
+from charter.call_cache import CallCache, _switch_to_wal
 from charter.generators.engine import SamplingSettings
 from charter.generators.fake_engine import FakeEngine
 from charter.generators.transformers_engine import TransformersEngine

@@ -131,7 +131,8 @@ def test_constrained_engines_get_the_schema_and_no_prefill() -> None:
 
 
 def test_the_call_cache_and_token_counter_keep_decoding_constrained(tmp_path) -> None:
-    from charter.call_cache import CachedEngine, CallCache
+    from charter.cached_engine import CachedEngine
+    from charter.call_cache import CallCache
     from charter.generators.counting import TokenCountingEngine
 
     full = json.dumps({"critique": "c", "better": "A", "confidence": 0.9})

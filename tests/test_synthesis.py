@@ -19,7 +19,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from charter.building import register_resolvers, resolve_path
-from charter.call_cache import CachedEngine, CallCache
+from charter.cached_engine import CachedEngine
+from charter.call_cache import CallCache
 from charter.commands.synthesize import synthesize
 from charter.config_check import check_config
 from charter.constitution import load_constitution

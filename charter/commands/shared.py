@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charter.budget import Budget, Ledger, SpendMeter
 from charter.building import EngineCache, engine_fingerprint, open_call_cache, resolve_path
-from charter.call_cache import CallStats
+from charter.cached_engine import CallStats
 from charter.constitution import load_constitution
 from charter.errors import InputError
 from charter.jsonl import atomic_dir
@@ -144,7 +144,7 @@ def record_throughput(cfg: DictConfig, engine: Any, kind: str, units: int, secon
     """Append a stage's throughput beside the call cache for ``charter plan`` (needs the cache's
     engine fingerprint, so nothing is recorded with ``call_cache=false``)."""
     from charter import throughput
-    from charter.call_cache import CachedEngine
+    from charter.cached_engine import CachedEngine
     from charter.planning import throughput_dir
 
     if not isinstance(engine, CachedEngine):

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from charter.call_cache import CachedEngine
+from charter.cached_engine import CachedEngine
 from charter.call_encoding import call_key
 from charter.errors import InputError
 from charter.generators.engine import SamplingSettings
