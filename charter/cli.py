@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     # module is imported, so `charter run` does not pay for the trainers' imports (seconds)
     tasks: dict[str, tuple[str, str]] = {
         "run": ("run", "run:run_all"),
-        "generate": ("run", "run:run_generate"),
-        "judge": ("run", "run:run_judge"),
-        "pairs": ("run", "run:run_pairs"),
+        "generate": ("run", "generate_stage:run_generate"),
+        "judge": ("run", "judge_stage:run_judge"),
+        "pairs": ("run", "pairs_stage:run_pairs"),
         "eval-judge": ("eval_judge", "eval_judge:eval_judge"),
         "calibrate": ("calibrate", "calibrate:calibrate"),
         "publish": ("publish", "publish:publish_command"),

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 DRIVER = """
 import os, signal, time
-from charter.commands import run as run_stages
+from charter.commands import pairs_stage
 from charter.generators.fake_engine import FakeEngine
 
 where, _, arg = os.environ.get("KILL_AT", "").partition(":")
@@ -70,11 +70,11 @@ if where == "replace":
         real_replace(src, dst)
     os.replace = replace
 if where == "publish":
-    real_publish = run_stages.publish_dataset_from
+    real_publish = pairs_stage.publish_dataset_from
     def publish(*args):
         real_publish(*args)
         die()  # pairs.jsonl and the dataset are written; the card and the mark are not
-    run_stages.publish_dataset_from = publish
+    pairs_stage.publish_dataset_from = publish
 
 from charter.cli import main
 main()

@@ -17,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from charter import run_files, run_state
 from charter.building import EngineCache, build, open_call_cache, resolve_path
-from charter.commands import run as run_stages
+from charter.commands.generate_stage import run_generate
+from charter.commands.judge_stage import run_judge
+from charter.commands.pairs_stage import run_pairs
 from charter.constitution import load_constitution
 from charter.errors import InputError
 from charter.jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
@@ -199,7 +201,7 @@ def run_loop(cfg: DictConfig, out_dir: Path) -> None:
     )
     engines = EngineCache(open_call_cache(cfg))
     console.print(f"[bold]loop[/] 1/4 pairs from {len(train_prompts)} prompts -> {data_dir}")
-    for stage in (run_stages.run_generate, run_stages.run_judge, run_stages.run_pairs):
+    for stage in (run_generate, run_judge, run_pairs):
         stage(data_cfg, data_dir, engines)  # type: ignore[arg-type]
     pairs, _, prov = load_preference_pairs(data_dir)
 

@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from charter.building import EngineCache, build, call_stats, open_call_cache
 from charter.call_cache import CallCache
 from charter.commands.shared import cache_counts, run_constitution, stage_chunk_size
+from charter.commands.stage_settings import principle_aggregation
 from charter.constitution import Constitution
 from charter.errors import InputError
 from charter.executors.ray_executor import PASSED_ENV, RayExecutor
@@ -225,8 +226,7 @@ class StageWorker:
             )
             out = {"sets": sets, "too_long": too_long}
         else:
-            # as charter.commands.run.principle_aggregation (importing it here would cycle)
-            aggregation = str(cfg.get("principle_aggregation") or "log_odds")
+            aggregation = principle_aggregation(cfg)
             judgments, rankings, identical, too_long = judge_parts(
                 [CandidateSet.from_dict(r) for r in rows],
                 self.judge,

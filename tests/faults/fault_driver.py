@@ -71,15 +71,15 @@ if kind == "kill" and arg.startswith("replace:"):
     os.replace = replace
 
 if kind == "kill" and arg == "publish":
-    from charter.commands import run as run_stages
+    from charter.commands import pairs_stage
 
-    real_publish = run_stages.publish_dataset_from
+    real_publish = pairs_stage.publish_dataset_from
 
     def publish(*args):
         real_publish(*args)
         die()
 
-    run_stages.publish_dataset_from = publish
+    pairs_stage.publish_dataset_from = publish
 
 if kind == "enospc":
     real_fsync = os.fsync
